@@ -1,0 +1,180 @@
+//! The decision for one recipient: lock every counter that applies (the
+//! client's own and, for a user, the domain's), accept only if each has room,
+//! and raise them all together.
+//!
+//! Counters are locked in order of file name, so two processes that need the
+//! same pair never wait on each other in a cycle; all are held while any is
+//! read or written, so the check and the increments are one step to every
+//! other process.
+
+use crate::counter::Counter;
+use crate::error::Internal;
+use crate::limits::{Item, Limits};
+use crate::store::Locked;
+use std::path::Path;
+use std::time::Instant;
+
+/// One counter to check and raise.
+pub struct Target {
+    /// File name in the counter directory.
+    pub file: String,
+    /// The client, or `@domain`, as stored in the counter and logged.
+    pub label: Vec<u8>,
+    pub limits: Limits,
+}
+
+/// A limit that had no room.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Full {
+    pub label: Vec<u8>,
+    pub item: Item,
+    /// Recipients already counted against it.
+    pub count: u64,
+    /// When a window has room again (Unix seconds); `None` for a classic
+    /// count, which waits for the sweep or `overlimit reset`.
+    pub room_at: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Every limit without room; empty when the recipient was accepted.
+    pub full: Vec<Full>,
+    /// Limits that went over for the first time: tell the administrator.
+    pub newly_full: Vec<Full>,
+    /// Counters found damaged and started again.
+    pub notes: Vec<String>,
+}
+
+impl Admission {
+    pub fn accepted(&self) -> bool {
+        self.full.is_empty()
+    }
+
+    /// When every full limit has room again; `None` if one waits for a reset.
+    pub fn room_at(&self) -> Option<u64> {
+        self.full
+            .iter()
+            .map(|f| f.room_at)
+            .try_fold(0, |a, r| r.map(|r| a.max(r)))
+    }
+}
+
+/// Decides one recipient at time `now`. With `monitor`, a recipient without
+/// room is counted as if accepted, and reported all the same.
+pub fn admit(
+    dir: &Path,
+    targets: &[Target],
+    now: u64,
+    deadline: Instant,
+    monitor: bool,
+) -> Result<Admission, Internal> {
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by(|&a, &b| targets[a].file.cmp(&targets[b].file));
+    let mut locked: Vec<Option<Locked>> = (0..targets.len()).map(|_| None).collect();
+    for &i in &order {
+        locked[i] = Some(Locked::open(dir, &targets[i].file, deadline)?);
+    }
+    let locked: Vec<Locked> = locked.into_iter().map(Option::unwrap).collect();
+
+    let mut result = Admission::default();
+    let mut counters = Vec::with_capacity(targets.len());
+    for (t, l) in targets.iter().zip(&locked) {
+        let mut c = l.read()?.unwrap_or_else(|| {
+            result.notes.push(format!(
+                "{}: not a counter; started again",
+                l.path.display()
+            ));
+            Counter::default()
+        });
+        c.client.clone_from(&t.label);
+        c.keep_windows(&t.limits.periods(), now);
+        result.full.extend(full_items(&t.label, &t.limits, &c));
+        counters.push(c);
+    }
+
+    let accept = result.full.is_empty() || monitor;
+    for (t, c) in targets.iter().zip(&mut counters) {
+        for item in &t.limits.items {
+            let is_full = result
+                .full
+                .iter()
+                .any(|f| f.label == t.label && f.item == *item);
+            let flag = match item.period {
+                None => &mut c.classic_notified,
+                Some(p) => &mut c.window_mut(p).notified,
+            };
+            if is_full && !*flag {
+                *flag = true;
+                let f = result
+                    .full
+                    .iter()
+                    .find(|f| f.label == t.label && f.item == *item);
+                result.newly_full.push(f.unwrap().clone());
+            } else if !is_full {
+                *flag = false;
+            }
+        }
+        if accept {
+            c.total = c.total.saturating_add(1);
+            for w in &mut c.windows {
+                w.add(now);
+            }
+        }
+    }
+    if !accept {
+        // The attempt is tallied on the client's own counter, never as a
+        // recipient: a hijacked account that keeps trying is not kept out longer.
+        counters[0].refused = counters[0].refused.saturating_add(1);
+        counters[0].last_refused = now;
+    }
+    for (mut l, c) in locked.into_iter().zip(&counters) {
+        l.write(c)?;
+    }
+    Ok(result)
+}
+
+/// The items of `limits` that `c` has no room for (its windows expired to now).
+pub fn full_items(label: &[u8], limits: &Limits, c: &Counter) -> Vec<Full> {
+    let mut full = Vec::new();
+    for item in &limits.items {
+        let (count, room_at) = match item.period {
+            None => (c.total, None),
+            Some(p) => {
+                let w = c.window(p).expect("keep_windows made it");
+                (w.count(), w.room_at(item.max))
+            }
+        };
+        if count >= item.max {
+            full.push(Full {
+                label: label.to_vec(),
+                item: *item,
+                count,
+                room_at,
+            });
+        }
+    }
+    full
+}
+
+/// The counters that apply to `client`: its own (always, so `status` shows
+/// who sends most even when unlimited), then its domain's if it has a line.
+pub fn targets(client: &crate::client::Client, resolved: &crate::lookup::Resolved) -> Vec<Target> {
+    let name = client.name();
+    let mut t = vec![Target {
+        file: crate::store::client_file(&name),
+        label: name,
+        limits: resolved
+            .own
+            .as_ref()
+            .map(|r| r.limits.clone())
+            .unwrap_or_default(),
+    }];
+    if let (Some(rule), Some(domain)) = (&resolved.domain, client.domain()) {
+        t.push(Target {
+            file: crate::store::domain_file(domain),
+            label: [b"@", domain].concat(),
+            limits: rule.limits.clone(),
+        });
+    }
+    t
+}

@@ -1,0 +1,200 @@
+//! The recipient check qmail-smtpd runs for every accepted RCPT TO
+//! (`RCPTCHECK=/var/qmail/bin/rcptcheck-overlimit`, `RCPTCHECKRELAYCLIENT=1`).
+//!
+//! It reads its environment, looks up the client's limits, counts the
+//! recipient and answers with an exit code: 112 (go on), 113 (over the limit)
+//! or 111 (internal error with OVERLIMIT_FAILCLOSED). This file is the one
+//! place that decides the exit code. It never reads stdin, which is the SMTP
+//! client's socket, and never exits any other way, even on a panic.
+
+use overlimit::admit::{self, Admission, Full};
+use overlimit::client::{printable, Client};
+use overlimit::config::{self, Config};
+use overlimit::error::Internal;
+use overlimit::log;
+use overlimit::lookup;
+use overlimit::store::LOCK_WAIT;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::time::Instant;
+
+const NAME: &str = "rcptcheck-overlimit";
+const GO_ON: i32 = 112;
+const OVER: i32 = 113;
+const TEMPFAIL: i32 = 111;
+
+fn main() {
+    let started = Instant::now();
+    std::panic::set_hook(Box::new(|info| {
+        log::line(NAME, &format!("internal error: {info}"))
+    }));
+    let code = std::panic::catch_unwind(|| run(started)).unwrap_or_else(|_| internal_code());
+    std::process::exit(code)
+}
+
+fn run(started: Instant) -> i32 {
+    // Not a relay client: inbound mail, which is not ours to count. Decided
+    // before any file is touched.
+    if std::env::var_os("RELAYCLIENT").is_none() {
+        return GO_ON;
+    }
+    // A recipient in rcpthosts is local delivery, not relaying.
+    if std::env::var_os("RCPTHOSTS").is_some_and(|v| !v.is_empty()) {
+        return GO_ON;
+    }
+    let config = Config::from_env();
+    match check(&config, started) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = internal_code();
+            let answer = if code == TEMPFAIL {
+                "answering 111"
+            } else {
+                "recipient passes uncounted"
+            };
+            log::line(NAME, &format!("internal error, {answer}: {e}"));
+            code
+        }
+    }
+}
+
+fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
+    let client = client()
+        .ok_or_else(|| Internal("no client: neither SMTPAUTHUSER nor TCPREMOTEIP is set".into()))?;
+    let mut notes = Vec::new();
+    let resolved = lookup::resolve(&config.control, &client, &mut notes);
+    for n in &notes {
+        log::line(NAME, &format!("{}: {n}", config.control.display()));
+    }
+    let targets = admit::targets(&client, &resolved?);
+    let now = config::now();
+    let result = admit::admit(
+        &config.dir,
+        &targets,
+        now,
+        started + LOCK_WAIT,
+        config.monitor,
+    )?;
+    for n in &result.notes {
+        log::line(NAME, n);
+    }
+    if result.accepted() {
+        return Ok(GO_ON);
+    }
+    log::line(NAME, &refusal_line(&client, &result, now, config.monitor));
+    if let Some(program) = &config.notify {
+        notify(program, &result.newly_full);
+    }
+    if config.monitor {
+        return Ok(GO_ON);
+    }
+    if let Some(code) = config.reply {
+        reply(code, &result, now);
+    }
+    Ok(OVER)
+}
+
+/// The authenticated user, else the remote address (TCP6REMOTEIP only where
+/// TCPREMOTEIP is missing).
+fn client() -> Option<Client> {
+    let non_empty = |name| std::env::var_os(name).filter(|v: &OsString| !v.is_empty());
+    let name = non_empty("SMTPAUTHUSER")
+        .or_else(|| non_empty("SMTP_AUTH_USER"))
+        .or_else(|| non_empty("TCPREMOTEIP"))
+        .or_else(|| non_empty("TCP6REMOTEIP"))?;
+    Client::from_name(name.as_bytes())
+}
+
+fn internal_code() -> i32 {
+    if config::switch("OVERLIMIT_FAILCLOSED") {
+        TEMPFAIL
+    } else {
+        GO_ON
+    }
+}
+
+fn describe(f: &Full, now: u64) -> String {
+    let room = match f.room_at {
+        Some(t) => format!("room in {}", log::duration(t.saturating_sub(now))),
+        None => "until reset".to_string(),
+    };
+    format!(
+        "{} limit {} reached ({} counted, {room})",
+        printable(&f.label),
+        f.item,
+        f.count
+    )
+}
+
+fn refusal_line(client: &Client, result: &Admission, now: u64, monitor: bool) -> String {
+    let what = if monitor {
+        "monitor: would refuse"
+    } else {
+        "refused"
+    };
+    let limits: Vec<String> = result.full.iter().map(|f| describe(f, now)).collect();
+    let rcpt = std::env::var_os("RECIPIENT").unwrap_or_default();
+    format!(
+        "{what} {}: {}; recipient {}",
+        printable(&client.name()),
+        limits.join("; "),
+        printable(rcpt.as_bytes())
+    )
+}
+
+/// Writes the SMTP reply on fd 4 (only with a refusal: qmail-smtpd logs any
+/// text as a rejection). One line, well under qmail-smtpd's 1,021 bytes.
+fn reply(code: u16, result: &Admission, now: u64) {
+    if std::env::var_os("USE_FD4").is_none() {
+        return;
+    }
+    let Some(f) = result.full.first() else { return };
+    let when = match result.room_at() {
+        Some(t) => format!(
+            "try again in {}",
+            log::duration(t.saturating_sub(now).max(1))
+        ),
+        None => "ask your provider to lift it".to_string(),
+    };
+    let mut text = format!(
+        "{code} 4.7.1 Sending limit of {} recipients reached; {when}",
+        f.item
+    );
+    text.truncate(900);
+    // SAFETY: writing a buffer we own to a descriptor number; an fd 4 that is
+    // not open just makes write fail with EBADF, which is ignored.
+    unsafe {
+        libc::write(4, text.as_ptr().cast(), text.len());
+    }
+}
+
+/// Starts the administrator's program once per newly full limit and does not
+/// wait for it. fd 4 is marked close-on-exec first: qmail-smtpd reads it to
+/// end of file, so a child holding it would hold up the SMTP reply.
+fn notify(program: &OsString, newly_full: &[Full]) {
+    // SAFETY: fcntl on a descriptor number; harmless if fd 4 is not open.
+    unsafe {
+        libc::fcntl(4, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    for f in newly_full {
+        let room = f
+            .room_at
+            .map_or_else(|| "reset".to_string(), |t| t.to_string());
+        let spawned = std::process::Command::new(program)
+            .arg(OsStr::from_bytes(&f.label))
+            .arg(f.item.to_string())
+            .arg(f.count.to_string())
+            .arg(room)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        if let Err(e) = spawned {
+            log::line(
+                NAME,
+                &format!(
+                    "cannot start OVERLIMIT_NOTIFY {}: {e}",
+                    program.to_string_lossy()
+                ),
+            );
+        }
+    }
+}

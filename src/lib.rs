@@ -1,0 +1,27 @@
+//! overlimit: per-sender recipient limits for qmail.
+//!
+//! The limit engine lives here; each program in `src/bin/` is a thin front end:
+//!
+//! - `control`, `limits`: one line of the control file and its limits;
+//! - `client`: who is sending, in canonical form;
+//! - `lookup`, `compiled`, `cdb`: which line applies, from the text or its cdb;
+//! - `counter`, `store`: counter files and the directory that holds them;
+//! - `admit`: the decision for one recipient, across every counter that applies;
+//! - `sweep`: the cron job's reset;
+//! - `admin`: the administrator's subcommands;
+//! - `config`, `error`, `log`: environment, internal errors, diagnostics.
+
+pub mod admin;
+pub mod admit;
+pub mod cdb;
+pub mod client;
+pub mod compiled;
+pub mod config;
+pub mod control;
+pub mod counter;
+pub mod error;
+pub mod limits;
+pub mod log;
+pub mod lookup;
+pub mod store;
+pub mod sweep;

@@ -1,0 +1,257 @@
+//! The counter directory: safe names, safe opening, bounded locking.
+//!
+//! A counter is opened without following symbolic links and without blocking
+//! on a FIFO, used only if it is a regular file with one link, locked with
+//! `flock` within a deadline, and checked after locking to still be the file
+//! at its path (a sweep or reset may have removed it meanwhile).
+
+use crate::counter::{Counter, READ_LIMIT};
+use crate::error::{fail, Internal};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long the plug-in waits for a lock in all; qmail-smtpd has no timeout.
+pub const LOCK_WAIT: Duration = Duration::from_secs(1);
+/// Longest file name used as is; longer names are hashed.
+const NAME_MAX: usize = 200;
+
+/// The file name of a client's counter. Ordinary names (lower-case letters,
+/// digits, `. @ _ + - :`, not starting with `.` or `@`) are kept, as the seed
+/// script kept them; any other name becomes `=` and its bytes in hex, and a
+/// long one `=` + a hex prefix + `~` + a 128-bit hash. `=` and `~` are not in
+/// the ordinary set, so the forms cannot collide, and none holds a `/`.
+pub fn client_file(name: &[u8]) -> String {
+    let ordinary = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b".@_+-:".contains(b);
+    if !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name.iter().all(ordinary)
+        && name[0] != b'.'
+        && name[0] != b'@'
+    {
+        return String::from_utf8(name.to_vec()).unwrap();
+    }
+    encoded('=', name)
+}
+
+/// The file name of a domain's aggregate counter: `@domain`. No client file
+/// starts with `@`, so an aggregate never shares a client's counter.
+pub fn domain_file(domain: &[u8]) -> String {
+    let plain = client_file(domain);
+    if plain.starts_with('=') || domain.contains(&b'@') {
+        return encoded('@', domain).replacen('@', "@=", 1);
+    }
+    format!("@{plain}")
+}
+
+fn encoded(lead: char, name: &[u8]) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    if 2 * name.len() < NAME_MAX {
+        return format!("{lead}{}", hex(name));
+    }
+    let (a, b) = (
+        fnv64(name, 0xcbf2_9ce4_8422_2325),
+        fnv64(name, 0x6c62_272e_07bb_0142),
+    );
+    format!("{lead}{}~{a:016x}{b:016x}", hex(&name[..40]))
+}
+
+fn fnv64(bytes: &[u8], seed: u64) -> u64 {
+    bytes.iter().fold(seed, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A counter file, locked until dropped.
+pub struct Locked {
+    pub path: PathBuf,
+    file: File,
+    size: u64,
+}
+
+impl Locked {
+    /// Opens (creating it) and locks the counter `name` in `dir`, giving up at
+    /// `deadline`.
+    pub fn open(dir: &Path, name: &str, deadline: Instant) -> Result<Locked, Internal> {
+        Locked::open_with(dir, name, deadline, true).map(|l| l.unwrap())
+    }
+
+    /// As `open`, but `None` where the counter does not exist (never creates).
+    pub fn open_existing(
+        dir: &Path,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Option<Locked>, Internal> {
+        Locked::open_with(dir, name, deadline, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        name: &str,
+        deadline: Instant,
+        create: bool,
+    ) -> Result<Option<Locked>, Internal> {
+        let path = dir.join(name);
+        loop {
+            let file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .mode(0o660)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(fail("open", &path, e)),
+            };
+            check_plain(&file, &path)?;
+            lock(&file, &path, deadline)?;
+            // The lock is ours; is the file still the counter at `path`?
+            let here = file.metadata().map_err(|e| fail("fstat", &path, e))?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(there) if there.dev() == here.dev() && there.ino() == here.ino() => {
+                    return Ok(Some(Locked {
+                        path,
+                        file,
+                        size: here.len(),
+                    }));
+                }
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(fail("lstat", &path, e))
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(Internal(format!(
+                        "{}: kept changing while locked",
+                        path.display()
+                    )))
+                }
+                _ if !create => return Ok(None),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The counter's contents; `None` for a file that is not a counter.
+    pub fn read(&self) -> Result<Option<Counter>, Internal> {
+        let mut buf = vec![0u8; (self.size as usize).min(READ_LIMIT)];
+        self.file
+            .read_exact_at(&mut buf, 0)
+            .map_err(|e| fail("read", &self.path, e))?;
+        Ok(Counter::parse(&buf, self.size))
+    }
+
+    /// Replaces the contents: one write at offset 0, then a truncate; see
+    /// `counter.rs` for why a kill between them is harmless.
+    pub fn write(&mut self, c: &Counter) -> Result<(), Internal> {
+        let text = c.to_text();
+        self.file
+            .write_all_at(&text, 0)
+            .map_err(|e| fail("write", &self.path, e))?;
+        if self.size > text.len() as u64 {
+            self.file
+                .set_len(text.len() as u64)
+                .map_err(|e| fail("truncate", &self.path, e))?;
+        }
+        self.size = text.len() as u64;
+        Ok(())
+    }
+
+    /// Removes the counter while still holding its lock, so a plug-in waiting
+    /// for it notices and starts again on a fresh file.
+    pub fn remove(self) -> Result<(), Internal> {
+        std::fs::remove_file(&self.path).map_err(|e| fail("unlink", &self.path, e))
+    }
+}
+
+/// Refuses anything but a regular file with a single link: a planted hard
+/// link would let a write reach a file outside the directory.
+fn check_plain(file: &File, path: &Path) -> Result<(), Internal> {
+    let m = file.metadata().map_err(|e| fail("fstat", path, e))?;
+    if !m.file_type().is_file() {
+        return Err(Internal(format!(
+            "{}: not a regular file; left alone",
+            path.display()
+        )));
+    }
+    if m.nlink() > 1 {
+        return Err(Internal(format!(
+            "{}: has {} hard links; left alone",
+            path.display(),
+            m.nlink()
+        )));
+    }
+    Ok(())
+}
+
+/// Takes the exclusive lock, waiting no later than `deadline`. The common
+/// case, no contention, costs one `flock`. Otherwise a thread waits in a
+/// blocking `flock` (the kernel queues waiters, which polling would not) and
+/// the caller gives up at the deadline; a lock the thread takes later belongs
+/// to a file this process has stopped using.
+fn lock(file: &File, path: &Path, deadline: Instant) -> Result<(), Internal> {
+    match file.try_lock() {
+        Ok(()) => return Ok(()),
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(e)) => return Err(fail("flock", path, e)),
+    }
+    let waiter = file.try_clone().map_err(|e| fail("dup", path, e))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(waiter.lock());
+    });
+    let wait = deadline.saturating_duration_since(Instant::now());
+    match rx.recv_timeout(wait) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(fail("flock", path, e)),
+        Err(_) => Err(Internal(format!(
+            "{}: lock not granted within {} ms",
+            path.display(),
+            LOCK_WAIT.as_millis()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_names_are_kept() {
+        assert_eq!(client_file(b"info@example.com"), "info@example.com");
+        assert_eq!(client_file(b"2001:db8::7"), "2001:db8::7");
+        assert_eq!(client_file(b"192.0.2.1"), "192.0.2.1");
+    }
+
+    #[test]
+    fn hostile_names_stay_inside() {
+        for name in [
+            &b"../x"[..],
+            b"/etc/passwd",
+            b".",
+            b"..",
+            b"a/b",
+            b"\xff\x00",
+            b"@x",
+            b"UP",
+        ] {
+            let f = client_file(name);
+            assert!(f.starts_with('='), "{f}");
+            assert!(!f.contains('/') && f.len() <= NAME_MAX);
+        }
+        let long = vec![b'a'; 10_000];
+        let f = client_file(&long);
+        assert!(f.starts_with('=') && f.len() <= NAME_MAX, "{f}");
+        assert_ne!(f, client_file(&long[..9_999]));
+    }
+
+    #[test]
+    fn domains_never_collide_with_clients() {
+        assert_eq!(domain_file(b"example.com"), "@example.com");
+        assert!(domain_file(b"../up").starts_with("@="));
+        assert_ne!(domain_file(b"x"), client_file(b"@x"));
+    }
+}
