@@ -72,12 +72,13 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Escapes a name for a log line or a terminal: printable ASCII stays, every
-/// other byte becomes `\xHH`, so a hostile name cannot forge log lines.
+/// Escapes a name for a log line or a terminal: printable ASCII and spaces
+/// stay, every other byte becomes `\xHH`, so a hostile name cannot forge log
+/// lines.
 pub fn printable(name: &[u8]) -> String {
     let mut s = String::with_capacity(name.len());
     for &b in name {
-        if (0x21..0x7f).contains(&b) && b != b'\\' {
+        if (0x20..0x7f).contains(&b) && b != b'\\' {
             s.push(b as char);
         } else {
             s.push_str(&format!("\\x{b:02x}"));

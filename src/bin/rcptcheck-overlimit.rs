@@ -113,17 +113,19 @@ fn internal_code() -> i32 {
     }
 }
 
-fn describe(f: &Full, now: u64) -> String {
+/// `limit 100/1h reached (100 counted, room in 12m)`, naming the domain when
+/// it is the domain's shared counter that is full.
+fn describe(client: &[u8], f: &Full, now: u64) -> String {
     let room = match f.room_at {
         Some(t) => format!("room in {}", log::duration(t.saturating_sub(now))),
         None => "until reset".to_string(),
     };
-    format!(
-        "{} limit {} reached ({} counted, {room})",
-        printable(&f.label),
-        f.item,
-        f.count
-    )
+    let whose = if f.label == client {
+        String::new()
+    } else {
+        format!("{} ", printable(&f.label))
+    };
+    format!("{whose}limit {} reached ({} counted, {room})", f.item, f.count)
 }
 
 fn refusal_line(client: &Client, result: &Admission, now: u64, monitor: bool) -> String {
@@ -132,11 +134,12 @@ fn refusal_line(client: &Client, result: &Admission, now: u64, monitor: bool) ->
     } else {
         "refused"
     };
-    let limits: Vec<String> = result.full.iter().map(|f| describe(f, now)).collect();
+    let name = client.name();
+    let limits: Vec<String> = result.full.iter().map(|f| describe(&name, f, now)).collect();
     let rcpt = std::env::var_os("RECIPIENT").unwrap_or_default();
     format!(
         "{what} {}: {}; recipient {}",
-        printable(&client.name()),
+        printable(&name),
         limits.join("; "),
         printable(rcpt.as_bytes())
     )

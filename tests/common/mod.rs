@@ -1,0 +1,275 @@
+//! The test harness: a fresh temporary directory per test, and the real
+//! binaries run the way qmail-smtpd runs the plug-in — a cleared environment,
+//! stdin a pipe nobody writes to (the client's socket, which must never be
+//! read), stdout pointed at stderr, and fd 4 a pipe read after the exit.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PLUGIN: &str = env!("CARGO_BIN_EXE_rcptcheck-overlimit");
+pub const SWEEP: &str = env!("CARGO_BIN_EXE_overlimit-sweep");
+pub const ADMIN: &str = env!("CARGO_BIN_EXE_overlimit");
+
+/// No run of a program may take longer: a hang fails the test.
+pub const HANG: Duration = Duration::from_secs(20);
+
+/// A temporary directory holding `relaylimits` and the counter directory
+/// `overlimit/`, removed when dropped.
+pub struct Sandbox {
+    pub root: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "overlimit-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("overlimit")).unwrap();
+        Sandbox { root }
+    }
+
+    /// With this control file.
+    pub fn with_limits(text: &str) -> Sandbox {
+        let s = Sandbox::new();
+        s.limits(text);
+        s
+    }
+
+    pub fn control(&self) -> PathBuf {
+        self.root.join("relaylimits")
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.join("overlimit")
+    }
+
+    /// Replaces the control file.
+    pub fn limits(&self, text: &str) {
+        std::fs::write(self.control(), text).unwrap();
+    }
+
+    /// The bytes of a counter file, if it exists.
+    pub fn counter(&self, file: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir().join(file)).ok()
+    }
+
+    /// The names in the counter directory, sorted.
+    pub fn counter_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The plug-in for a relay client authenticated as `user`.
+    pub fn user(&self, user: &str) -> Run {
+        self.plugin().env("RELAYCLIENT", "").env("SMTPAUTHUSER", user).env("TCPREMOTEIP", "192.0.2.99")
+    }
+
+    /// The plug-in for a relay client known by its address.
+    pub fn ip(&self, ip: &str) -> Run {
+        self.plugin().env("RELAYCLIENT", "").env("TCPREMOTEIP", ip)
+    }
+
+    /// The plug-in with only RELAYLIMITS and OVERLIMITDIR set.
+    pub fn plugin(&self) -> Run {
+        Run::new(PLUGIN)
+            .env("RELAYLIMITS", self.control())
+            .env("OVERLIMITDIR", self.dir())
+            .env("USE_FD4", "1")
+            .env("RECIPIENT", "someone@remote.example")
+    }
+
+    /// `overlimit ARGS`, with this sandbox's environment.
+    pub fn admin(&self, args: &[&str]) -> Run {
+        Run::new(ADMIN).args(args).env("RELAYLIMITS", self.control()).env("OVERLIMITDIR", self.dir())
+    }
+
+    /// `overlimit-sweep ARGS`, with this sandbox's environment.
+    pub fn sweep(&self, args: &[&str]) -> Run {
+        Run::new(SWEEP).args(args).env("RELAYLIMITS", self.control()).env("OVERLIMITDIR", self.dir())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // A test may have made parts read-only; undo that before removing.
+        let _ = Command::new("chmod").arg("-R").arg("u+rwx").arg(&self.root).status();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// What a run left behind.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit code; `None` if a signal ended the process.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// stderr, which also carries stdout for the plug-in.
+    pub stderr: String,
+    /// stdout (empty for the plug-in, whose stdout is its stderr).
+    pub stdout: String,
+    /// What was written on fd 4.
+    pub fd4: String,
+    pub elapsed: Duration,
+}
+
+/// A program about to run with a cleared environment.
+pub struct Run {
+    cmd: Command,
+    stdout_on_stderr: bool,
+}
+
+impl Run {
+    pub fn new(program: &str) -> Run {
+        let mut cmd = Command::new(program);
+        cmd.env_clear();
+        Run {
+            cmd,
+            stdout_on_stderr: program == PLUGIN,
+        }
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Run {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Run {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Run {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Starts the program; `finish` waits for it.
+    pub fn spawn(mut self) -> Running {
+        let (fd4_read, fd4_write) = std::io::pipe().unwrap();
+        // stdin: a pipe whose other end stays open and silent, like a client
+        // that sends nothing; a plug-in that read it would hang.
+        let (stdin_read, stdin_write) = std::io::pipe().unwrap();
+        let fd4 = fd4_write.as_raw_fd();
+        let on_stderr = self.stdout_on_stderr;
+        // SAFETY: only async-signal-safe dup2 calls between fork and exec.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::dup2(fd4, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if on_stderr && libc::dup2(2, 1) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.cmd.stdin(stdin_read).stderr(Stdio::piped());
+        if !on_stderr {
+            self.cmd.stdout(Stdio::piped());
+        }
+        let started = Instant::now();
+        let mut child = self.cmd.spawn().expect("start program");
+        drop(fd4_write);
+        // Read output while the program runs, so a long output cannot fill a
+        // pipe and stall it.
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut b = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut b);
+                }
+                String::from_utf8_lossy(&b).into_owned()
+            })
+        };
+        let stderr = drain(child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>));
+        let stdout = drain(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+        Running {
+            child,
+            fd4: fd4_read,
+            _stdin: stdin_write,
+            started,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// Runs the program to its end (failing the test if it hangs).
+    pub fn run(self) -> Outcome {
+        self.spawn().finish()
+    }
+
+    /// Runs and returns the exit code, which must exist.
+    pub fn code(self) -> i32 {
+        let o = self.run();
+        o.code.unwrap_or_else(|| panic!("killed by a signal: {o:?}"))
+    }
+}
+
+pub struct Running {
+    pub child: std::process::Child,
+    fd4: std::io::PipeReader,
+    _stdin: std::io::PipeWriter,
+    started: Instant,
+    stderr: std::thread::JoinHandle<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    pub fn finish(mut self) -> Outcome {
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if self.started.elapsed() > HANG {
+                let _ = self.child.kill();
+                panic!("program hung for {HANG:?}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let elapsed = self.started.elapsed();
+        let stderr = self.stderr.join().unwrap();
+        let stdout = self.stdout.join().unwrap();
+        let mut fd4 = Vec::new();
+        self.fd4.read_to_end(&mut fd4).unwrap();
+        Outcome {
+            code: status.code(),
+            signal: status.signal(),
+            stderr,
+            stdout,
+            fd4: String::from_utf8_lossy(&fd4).into_owned(),
+            elapsed,
+        }
+    }
+}
+
+/// Runs `n` plug-ins at once, each built by `make(i)`, and returns their
+/// outcomes.
+pub fn parallel(n: usize, make: impl Fn(usize) -> Run) -> Vec<Outcome> {
+    let running: Vec<Running> = (0..n).map(|i| make(i).spawn()).collect();
+    running.into_iter().map(Running::finish).collect()
+}
+
+/// How many outcomes exited with `code`.
+pub fn count(outcomes: &[Outcome], code: i32) -> usize {
+    outcomes.iter().filter(|o| o.code == Some(code)).count()
+}
+
+/// True if `path` exists (without following a final symlink).
+pub fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
