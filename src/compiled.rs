@@ -3,7 +3,7 @@
 //!
 //! Keys are the canonical left-hand sides (`user@x`, `*@x`, `@x`, `` for the
 //! default, `192.0.2.0/24`); values are `LINE LIMITS`. Three keys starting with
-//! a NUL byte, which no line can produce, hold the text's fingerprint and the
+//! a newline, which no line can hold, hold the text's fingerprint and the
 //! prefix lengths that ranges use, so a longest-prefix match costs one probe
 //! per length present rather than one per possible length.
 
@@ -19,9 +19,9 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-const SOURCE: &[u8] = b"\0source";
-const RANGES4: &[u8] = b"\0ranges4";
-const RANGES6: &[u8] = b"\0ranges6";
+pub const SOURCE: &[u8] = b"\nsource";
+const RANGES4: &[u8] = b"\nranges4";
+const RANGES6: &[u8] = b"\nranges6";
 
 /// `RELAYLIMITS.cdb`.
 pub fn cdb_path(control: &Path) -> PathBuf {

@@ -129,7 +129,7 @@ fn cdb_warning(control: &Path, parsed: &Parsed) -> Option<String> {
     let path = cdb_path(control);
     let file = std::fs::File::open(&path).ok()?;
     let stamp = crate::cdb::Reader::new(file)
-        .get(b"\0source")
+        .get(crate::compiled::SOURCE)
         .ok()
         .flatten();
     (stamp != Some(fingerprint(&parsed.meta))).then(|| {

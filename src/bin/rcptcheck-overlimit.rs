@@ -11,6 +11,7 @@ use overlimit::admit::{self, Admission, Full};
 use overlimit::client::{printable, Client};
 use overlimit::config::{self, Config};
 use overlimit::error::Internal;
+use overlimit::limits;
 use overlimit::log;
 use overlimit::lookup;
 use overlimit::store::LOCK_WAIT;
@@ -25,8 +26,11 @@ const TEMPFAIL: i32 = 111;
 
 fn main() {
     let started = Instant::now();
+    // One log line for a panic, as for any internal error; the exit code is
+    // then decided below like any other internal error's.
     std::panic::set_hook(Box::new(|info| {
-        log::line(NAME, &format!("internal error: {info}"))
+        let text = format!("internal error: {info}").replace('\n', " ");
+        log::line(NAME, &text)
     }));
     let code = std::panic::catch_unwind(|| run(started)).unwrap_or_else(|_| internal_code());
     std::process::exit(code)
@@ -159,10 +163,8 @@ fn reply(code: u16, result: &Admission, now: u64) {
         ),
         None => "ask your provider to lift it".to_string(),
     };
-    let mut text = format!(
-        "{code} 4.7.1 Sending limit of {} recipients reached; {when}",
-        f.item
-    );
+    let per = f.item.period.map_or(String::new(), |p| format!(" per {}", limits::format_period(p)));
+    let mut text = format!("{code} 4.7.1 You reached your limit of {} recipients{per}; {when}", f.item.max);
     text.truncate(900);
     // SAFETY: writing a buffer we own to a descriptor number; an fd 4 that is
     // not open just makes write fail with EBADF, which is ignored.
