@@ -21,6 +21,8 @@ pub enum Swept {
     Removed,
     /// At or over its classic limit with `--keep-overlimit`: untouched.
     Kept {
+        /// The client (or `@domain`), as `overlimit reset` takes it.
+        client: Vec<u8>,
         count: u64,
         limit: u64,
     },
@@ -89,6 +91,7 @@ pub fn sweep_one(
         if let Some(limit) = limits_of(control, &label)?.and_then(|l| l.classic()) {
             if c.total >= limit {
                 return Ok(Swept::Kept {
+                    client: label,
                     count: c.total,
                     limit,
                 });

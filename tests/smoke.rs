@@ -10,13 +10,25 @@ fn a_limit_of_two_lets_exactly_two_through() {
     assert_eq!(s.ip("192.0.2.1").code(), 112);
     let refused = s.ip("192.0.2.1").run();
     assert_eq!(refused.code, Some(113));
-    assert!(refused.stderr.starts_with("rcptcheck-overlimit: refused 192.0.2.1: limit 2 reached"), "{}", refused.stderr);
-    assert_eq!(refused.fd4, "", "no reply line unless OVERLIMIT_REPLY is set");
+    assert!(
+        refused
+            .stderr
+            .starts_with("rcptcheck-overlimit: refused 192.0.2.1: limit 2 reached"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        refused.fd4, "",
+        "no reply line unless OVERLIMIT_REPLY is set"
+    );
 }
 
 #[test]
 fn passing_calls_print_nothing() {
     let s = Sandbox::with_limits(":5\n");
     let o = s.user("a@example.com").run();
-    assert_eq!((o.code, o.stderr.as_str(), o.fd4.as_str()), (Some(112), "", ""));
+    assert_eq!(
+        (o.code, o.stderr.as_str(), o.fd4.as_str()),
+        (Some(112), "", "")
+    );
 }

@@ -42,10 +42,15 @@ fn run(config: &Config, keep: bool) -> i32 {
     let mut code = 0;
     for file in files {
         match sweep_one(&config.dir, &file, &config.control, keep, now) {
-            Ok(Swept::Kept { count, limit }) => {
+            Ok(Swept::Kept {
+                client,
+                count,
+                limit,
+            }) => {
+                // The client's name, not its file's: what `overlimit reset` takes.
                 println!(
                     "kept {}: {count} counted, limit {limit}",
-                    printable(file.as_bytes())
+                    printable(&client)
                 );
             }
             Ok(_) => {}

@@ -6,7 +6,8 @@
 //! or 111 (internal error with OVERLIMIT_FAILCLOSED). This file is the one
 //! place that decides the exit code. It never reads stdin, which is the SMTP
 //! client's socket, and never exits any other way, even on a panic.
-#![no_main]
+// Under `cargo test` the test harness supplies `main`; see the C `main` below.
+#![cfg_attr(not(test), no_main)]
 
 use overlimit::admit::{self, Admission, Full};
 use overlimit::client::{printable, Client};
@@ -30,7 +31,7 @@ const TEMPFAIL: i32 = 111;
 // was a quarter of the plug-in's cost per recipient. What the runtime would
 // have done that matters here is done by hand: SIGPIPE is ignored, so a
 // closed log pipe gives a write error and not a signal death.
-#[no_mangle]
+#[cfg_attr(not(test), no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     // SAFETY: setting a signal's disposition to SIG_IGN before any thread.
     unsafe {
@@ -139,7 +140,10 @@ fn describe(client: &[u8], f: &Full, now: u64) -> String {
     } else {
         format!("{} ", printable(&f.label))
     };
-    format!("{whose}limit {} reached ({} counted, {room})", f.item, f.count)
+    format!(
+        "{whose}limit {} reached ({} counted, {room})",
+        f.item, f.count
+    )
 }
 
 fn refusal_line(client: &Client, result: &Admission, now: u64, monitor: bool) -> String {
@@ -149,7 +153,11 @@ fn refusal_line(client: &Client, result: &Admission, now: u64, monitor: bool) ->
         "refused"
     };
     let name = client.name();
-    let limits: Vec<String> = result.full.iter().map(|f| describe(&name, f, now)).collect();
+    let limits: Vec<String> = result
+        .full
+        .iter()
+        .map(|f| describe(&name, f, now))
+        .collect();
     let rcpt = std::env::var_os("RECIPIENT").unwrap_or_default();
     format!(
         "{what} {}: {}; recipient {}",
@@ -173,8 +181,13 @@ fn reply(code: u16, result: &Admission, now: u64) {
         ),
         None => "ask your provider to lift it".to_string(),
     };
-    let per = f.item.period.map_or(String::new(), |p| format!(" per {}", limits::format_period(p)));
-    let mut text = format!("{code} 4.7.1 You reached your limit of {} recipients{per}; {when}", f.item.max);
+    let per = f.item.period.map_or(String::new(), |p| {
+        format!(" per {}", limits::format_period(p))
+    });
+    let mut text = format!(
+        "{code} 4.7.1 You reached your limit of {} recipients{per}; {when}",
+        f.item.max
+    );
     text.truncate(900);
     // SAFETY: writing a buffer we own to a descriptor number; an fd 4 that is
     // not open just makes write fail with EBADF, which is ignored.

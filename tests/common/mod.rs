@@ -76,7 +76,10 @@ impl Sandbox {
 
     /// The plug-in for a relay client authenticated as `user`.
     pub fn user(&self, user: &str) -> Run {
-        self.plugin().env("RELAYCLIENT", "").env("SMTPAUTHUSER", user).env("TCPREMOTEIP", "192.0.2.99")
+        self.plugin()
+            .env("RELAYCLIENT", "")
+            .env("SMTPAUTHUSER", user)
+            .env("TCPREMOTEIP", "192.0.2.99")
     }
 
     /// The plug-in for a relay client known by its address.
@@ -95,19 +98,29 @@ impl Sandbox {
 
     /// `overlimit ARGS`, with this sandbox's environment.
     pub fn admin(&self, args: &[&str]) -> Run {
-        Run::new(ADMIN).args(args).env("RELAYLIMITS", self.control()).env("OVERLIMITDIR", self.dir())
+        Run::new(ADMIN)
+            .args(args)
+            .env("RELAYLIMITS", self.control())
+            .env("OVERLIMITDIR", self.dir())
     }
 
     /// `overlimit-sweep ARGS`, with this sandbox's environment.
     pub fn sweep(&self, args: &[&str]) -> Run {
-        Run::new(SWEEP).args(args).env("RELAYLIMITS", self.control()).env("OVERLIMITDIR", self.dir())
+        Run::new(SWEEP)
+            .args(args)
+            .env("RELAYLIMITS", self.control())
+            .env("OVERLIMITDIR", self.dir())
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // A test may have made parts read-only; undo that before removing.
-        let _ = Command::new("chmod").arg("-R").arg("u+rwx").arg(&self.root).status();
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("u+rwx")
+            .arg(&self.root)
+            .status();
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -196,8 +209,18 @@ impl Run {
                 String::from_utf8_lossy(&b).into_owned()
             })
         };
-        let stderr = drain(child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>));
-        let stdout = drain(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn Read + Send>),
+        );
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+        );
         Running {
             child,
             fd4: fd4_read,
@@ -216,7 +239,8 @@ impl Run {
     /// Runs and returns the exit code, which must exist.
     pub fn code(self) -> i32 {
         let o = self.run();
-        o.code.unwrap_or_else(|| panic!("killed by a signal: {o:?}"))
+        o.code
+            .unwrap_or_else(|| panic!("killed by a signal: {o:?}"))
     }
 }
 
