@@ -68,6 +68,20 @@ pub fn admit(
     deadline: Instant,
     monitor: bool,
 ) -> Result<Admission, Internal> {
+    admit_n(dir, targets, now, deadline, monitor, 1)
+}
+
+/// Decides the `n` recipients of one message together (`sendmail-overlimit`):
+/// all are accepted, or none is, so a message is never sent to part of its
+/// recipients.
+pub fn admit_n(
+    dir: &Path,
+    targets: &[Target],
+    now: u64,
+    deadline: Instant,
+    monitor: bool,
+    n: u64,
+) -> Result<Admission, Internal> {
     let mut order: Vec<usize> = (0..targets.len()).collect();
     order.sort_by(|&a, &b| targets[a].file.cmp(&targets[b].file));
     let mut locked: Vec<Option<Locked>> = (0..targets.len()).map(|_| None).collect();
@@ -88,7 +102,7 @@ pub fn admit(
         });
         c.client.clone_from(&t.label);
         c.keep_windows(&t.limits.periods(), now);
-        result.full.extend(full_items(&t.label, &t.limits, &c));
+        result.full.extend(full_for(&t.label, &t.limits, &c, n));
         counters.push(c);
     }
 
@@ -115,16 +129,18 @@ pub fn admit(
             }
         }
         if accept {
-            c.total = c.total.saturating_add(1);
+            c.total = c.total.saturating_add(n);
             for w in &mut c.windows {
-                w.add(now);
+                for _ in 0..n {
+                    w.add(now);
+                }
             }
         }
     }
     if !accept {
         // The attempt is tallied on the client's own counter, never as a
         // recipient: a hijacked account that keeps trying is not kept out longer.
-        counters[0].refused = counters[0].refused.saturating_add(1);
+        counters[0].refused = counters[0].refused.saturating_add(n);
         counters[0].last_refused = now;
     }
     for (mut l, c) in locked.into_iter().zip(&counters) {
@@ -135,16 +151,27 @@ pub fn admit(
 
 /// The items of `limits` that `c` has no room for (its windows expired to now).
 pub fn full_items(label: &[u8], limits: &Limits, c: &Counter) -> Vec<Full> {
+    full_for(label, limits, c, 1)
+}
+
+/// The items of `limits` without room for `n` more recipients. `room_at` is
+/// when room for all `n` frees; `None` also where `n` exceeds the limit
+/// itself, which no wait can help.
+fn full_for(label: &[u8], limits: &Limits, c: &Counter, n: u64) -> Vec<Full> {
     let mut full = Vec::new();
     for item in &limits.items {
         let (count, room_at) = match item.period {
             None => (c.total, None),
             Some(p) => {
                 let w = c.window(p).expect("keep_windows made it");
-                (w.count(), w.room_at(item.max))
+                let room = match item.max.checked_sub(n) {
+                    Some(left) => w.room_at(left + 1),
+                    None => None,
+                };
+                (w.count(), room)
             }
         };
-        if count >= item.max {
+        if count.saturating_add(n) > item.max {
             full.push(Full {
                 label: label.to_vec(),
                 item: *item,

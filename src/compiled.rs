@@ -14,9 +14,9 @@ use crate::error::{fail, Internal};
 use crate::limits::Limits;
 use crate::lookup::{Resolved, Rule, Via};
 use std::collections::BTreeMap;
-use std::fs::{File, Metadata};
+use std::fs::{Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const SOURCE: &[u8] = b"\nsource";
@@ -30,16 +30,20 @@ pub fn cdb_path(control: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// What identifies one version of the text: device, inode, size and mtime to
-/// the nanosecond. An editor's save changes at least one of them.
+/// What identifies one version of the text: device, inode, size, and mtime
+/// and ctime to the nanosecond. An editor's save changes at least one of
+/// them; the ctime catches an edit that keeps size and mtime (`cp -p` over
+/// the file, `touch -r`), as no one can set it back.
 pub fn fingerprint(m: &Metadata) -> Vec<u8> {
     format!(
-        "{} {} {} {}.{:09}",
+        "{} {} {} {}.{:09} {}.{:09}",
         m.dev(),
         m.ino(),
         m.size(),
         m.mtime(),
-        m.mtime_nsec()
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
     )
     .into_bytes()
 }
@@ -77,7 +81,12 @@ pub fn resolve(
     notes: &mut Vec<String>,
 ) -> Result<Option<Resolved>, Internal> {
     let path = cdb_path(control);
-    let db = match File::open(&path) {
+    // Non-blocking, so that a FIFO in its place cannot hang the plug-in.
+    let db = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&path)
+    {
         Ok(f) => cdb::Reader::new(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail("open", &path, e)),

@@ -8,6 +8,7 @@
 //! - `counter`, `store`: counter files and the directory that holds them;
 //! - `admit`: the decision for one recipient, across every counter that applies;
 //! - `sweep`: the cron job's reset;
+//! - `local`: the sendmail wrapper and its counter, for mail from PHP;
 //! - `admin`: the administrator's subcommands;
 //! - `config`, `error`, `log`: environment, internal errors, diagnostics.
 
@@ -21,6 +22,7 @@ pub mod control;
 pub mod counter;
 pub mod error;
 pub mod limits;
+pub mod local;
 pub mod log;
 pub mod lookup;
 pub mod store;

@@ -19,6 +19,10 @@ use std::path::Path;
 /// Longer lines are reported as bad rather than held in memory.
 pub const MAX_LINE: usize = 16 * 1024;
 
+/// Bad lines logged per lookup at most: a control file of garbage must not
+/// flood the log, nor fill memory with notes, on every recipient.
+pub const MAX_NOTES: usize = 10;
+
 /// The line that gave a client its limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -66,11 +70,17 @@ pub fn resolve(
     let mut scan = Scan::new(client);
     for_each_line(file, |number, line| match line {
         Ok(line) => scan.line(number, line, notes),
-        Err(TooLong) => notes.push(format!(
-            "line {number}: longer than {MAX_LINE} bytes; skipped"
-        )),
+        Err(TooLong) => scan.note(notes, || {
+            format!("line {number}: longer than {MAX_LINE} bytes; skipped")
+        }),
     })
     .map_err(|e| fail("read", control, e))?;
+    if scan.unlogged > 0 {
+        notes.push(format!(
+            "{} more bad lines skipped; `overlimit check` lists them",
+            scan.unlogged
+        ));
+    }
     Ok(scan.finish())
 }
 
@@ -142,6 +152,9 @@ struct Scan<'a> {
     domain: Option<Rule>,
     default: Option<Rule>,
     range: Option<Rule>,
+    /// Bad lines seen, and those of them past `MAX_NOTES`, not logged.
+    bad: usize,
+    unlogged: usize,
 }
 
 /// What a line's key is to the client being looked up.
@@ -164,6 +177,18 @@ impl<'a> Scan<'a> {
             domain: None,
             default: None,
             range: None,
+            bad: 0,
+            unlogged: 0,
+        }
+    }
+
+    /// Notes a bad line, unless `MAX_NOTES` have been already.
+    fn note(&mut self, notes: &mut Vec<String>, text: impl FnOnce() -> String) {
+        self.bad += 1;
+        if self.bad <= MAX_NOTES {
+            notes.push(text());
+        } else {
+            self.unlogged += 1;
         }
     }
 
@@ -171,13 +196,14 @@ impl<'a> Scan<'a> {
         let mut buf = std::mem::take(&mut self.buf);
         if clean(raw, &mut buf) {
             match split(&buf) {
-                Err(e) => notes.push(format!("line {number}: {e}; skipped")),
+                Err(e) => self.note(notes, || format!("line {number}: {e}; skipped")),
                 Ok((key, limits)) => {
                     if let Some(slot) = self.slot(number, key, notes) {
                         match Limits::parse(limits) {
                             Ok(limits) => self.keep(slot, number, limits),
-                            Err(e) => notes
-                                .push(format!("line {number} ({}): {e}; skipped", printable(key))),
+                            Err(e) => self.note(notes, || {
+                                format!("line {number} ({}): {e}; skipped", printable(key))
+                            }),
                         }
                     }
                 }
@@ -187,7 +213,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Compares without allocating: most lines concern other clients.
-    fn slot(&self, number: usize, key: &[u8], notes: &mut Vec<String>) -> Option<Slot> {
+    fn slot(&mut self, number: usize, key: &[u8], notes: &mut Vec<String>) -> Option<Slot> {
         if key.is_empty() {
             return Some(Slot::Default);
         }
@@ -208,10 +234,9 @@ impl<'a> Scan<'a> {
                     return match Net::parse(key) {
                         Some((net, _)) => net.contains(*ip).then_some(Slot::Range(net)),
                         None => {
-                            notes.push(format!(
-                                "line {number}: bad range {:?}; skipped",
-                                printable(key)
-                            ));
+                            self.note(notes, || {
+                                format!("line {number}: bad range {:?}; skipped", printable(key))
+                            });
                             None
                         }
                     };

@@ -184,6 +184,21 @@ fn check_plain(file: &File, path: &Path) -> Result<(), Internal> {
             m.nlink()
         )));
     }
+    share_with_group(file, path, &m)
+}
+
+/// Makes a counter this process owns readable and writable by its group. The
+/// plug-in's umask (often 022) would leave 0640 files, which
+/// `overlimit-count`, running with the directory's group, could not update;
+/// the directory (mode 2770) keeps everyone else out whatever the file's mode.
+fn share_with_group(file: &File, path: &Path, m: &std::fs::Metadata) -> Result<(), Internal> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions (and is called only when needed).
+    if m.mode() & 0o060 != 0o060 && m.uid() == unsafe { libc::geteuid() } {
+        let mode = (m.mode() & 0o7777) | 0o660;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| fail("fchmod", path, e))?;
+    }
     Ok(())
 }
 
@@ -200,9 +215,14 @@ fn lock(file: &File, path: &Path, deadline: Instant) -> Result<(), Internal> {
     }
     let waiter = file.try_clone().map_err(|e| fail("dup", path, e))?;
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(waiter.lock());
-    });
+    // A small stack: run scripts often cap memory (`softlimit -m 2000000`),
+    // and the default 2 MiB stack could not be mapped under such a cap.
+    std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = tx.send(waiter.lock());
+        })
+        .map_err(|e| fail("start a lock waiter for", path, e))?;
     let wait = deadline.saturating_duration_since(Instant::now());
     match rx.recv_timeout(wait) {
         Ok(Ok(())) => Ok(()),

@@ -40,12 +40,13 @@ pub fn run(control: &Path, dir: &Path, args: &[String]) -> i32 {
     let now = crate::config::now();
     let mut rows = Vec::new();
     let mut code = 0;
-    for file in &files {
+    for (i, file) in files.iter().enumerate() {
         match row(control, dir, file, now) {
             Ok(Some(r)) => rows.push(r),
             Ok(None) => {
-                if !names.is_empty() {
-                    eprintln!("overlimit: {file}: not counted");
+                // Named as the administrator wrote it, not as its file.
+                if let Some(name) = names.get(i) {
+                    eprintln!("overlimit: {}: not counted", printable(name.as_bytes()));
                 }
             }
             Err(e) => {

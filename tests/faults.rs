@@ -1,0 +1,520 @@
+//! Pins what the plug-in does when the world misbehaves: processes killed at
+//! any instant, a lock never released, a full disk, a counter directory or
+//! control file that is missing, unreadable or not a file at all, and links
+//! planted in the counter directory. It always answers, quickly, with 112
+//! (and a log line), 113, or 111 under OVERLIMIT_FAILCLOSED, and leaves every
+//! counter readable with no completed increment lost.
+
+mod common;
+use common::*;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A small generator, so kills land at different moments each wave and at
+/// the same moments each run.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// `"key":N` in `overlimit status --json` output.
+fn number(json: &str, key: &str) -> u64 {
+    let pat = format!("\"{key}\":");
+    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
+    let digits: String = json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or_else(|_| panic!("{key} in {json}"))
+}
+
+/// `overlimit status --json CLIENT`, which fails on a counter that does not
+/// parse: (classic count, count in the 1h window).
+fn status(s: &Sandbox, client: &str) -> (u64, u64) {
+    let o = s.admin(&["status", "--json", client]).run();
+    assert_eq!(o.code, Some(0), "status of {client}: {o:?}");
+    let window = o
+        .stdout
+        .split("{\"period\":3600,")
+        .nth(1)
+        .map_or(0, |w| number(w, "count"));
+    (number(&o.stdout, "count"), window)
+}
+
+/// Asserts one log line from the plug-in containing `what`.
+fn logged(o: &Outcome, what: &str) {
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one log line: {o:?}");
+    assert!(
+        lines[0].starts_with("rcptcheck-overlimit: ") && lines[0].contains(what),
+        "{what}: {o:?}"
+    );
+}
+
+/// Runs `make()` twice: without and with OVERLIMIT_FAILCLOSED, and asserts an
+/// internal error answered quickly, logged with `what`: 112, then 111.
+fn fails_open_or_closed(make: impl Fn() -> Run, what: &str) {
+    for (failclosed, code) in [("", 112), ("1", 111)] {
+        let o = make().env("OVERLIMIT_FAILCLOSED", failclosed).run();
+        assert_eq!(o.code, Some(code), "{what}: {o:?}");
+        logged(&o, what);
+        assert!(o.elapsed < Duration::from_secs(3), "{what}: {o:?}");
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The plug-in for `user`, started through `wrapper` (a program that sets
+/// something up and execs the rest of its arguments).
+fn wrapped(s: &Sandbox, user: &str, wrapper: &[&str]) -> Run {
+    let mut args = wrapper[1..].to_vec();
+    args.extend(["--", PLUGIN]);
+    Run::new(wrapper[0])
+        .args(&args)
+        .env("RELAYLIMITS", s.control())
+        .env("OVERLIMITDIR", s.dir())
+        .env("USE_FD4", "1")
+        .env("RECIPIENT", "someone@remote.example")
+        .env("RELAYCLIENT", "")
+        .env("SMTPAUTHUSER", user)
+}
+
+/// The first of `paths` that exists.
+fn tool(paths: &[&'static str]) -> Option<&'static str> {
+    paths.iter().copied().find(|p| Path::new(p).exists())
+}
+
+/// The plug-in run as `nobody` (through util-linux's setpriv), so that file
+/// permissions apply: root bypasses them. `None`, with the reason printed,
+/// where that cannot be done.
+fn as_nobody(s: &Sandbox, user: &str) -> Option<Run> {
+    if !is_root() {
+        eprintln!("skipped: not root, cannot run the plug-in as nobody");
+        return None;
+    }
+    let Some(setpriv) = tool(&["/usr/bin/setpriv", "/bin/setpriv"]) else {
+        eprintln!("skipped: setpriv (util-linux) not installed");
+        return None;
+    };
+    // nobody must be able to reach the sandbox.
+    chmod(&s.root, 0o755);
+    Some(wrapped(
+        s,
+        user,
+        &[setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"],
+    ))
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+// ---- Kills -----------------------------------------------------------------
+
+#[test]
+fn plugins_killed_with_sigkill_at_random_moments_lose_no_completed_increment() {
+    // Every call counts on two files (the user's and the domain's) and in a
+    // window as well as the classic count, so a kill can fall between any
+    // two of the writes.
+    let s = Sandbox::with_limits(":1000000000,1000000000/1h\n@example.com:1000000000/1h\n");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut started, mut answered, mut killed) = (0u64, 0u64, 0u64);
+    for wave in 0..200 {
+        // Twelve in a row, each while the ones before it may still hold the
+        // locks; every other one gets a kill a random moment after its start
+        // (spawn returns after the exec; the rest of a run takes a debug
+        // build some tens of microseconds), from before its first write to
+        // after its exit.
+        let mut running = Vec::new();
+        for i in 0..12 {
+            let mut r = s.user("storm@example.com").spawn();
+            if i % 2 == 1 {
+                let at = Instant::now() + Duration::from_micros(rng.below(150));
+                // Spinning: a sleep this short would overshoot by the timer slack.
+                while Instant::now() < at {
+                    std::hint::spin_loop();
+                }
+                let _ = r.child.kill();
+            }
+            running.push(r);
+        }
+        started += running.len() as u64;
+        for r in running {
+            let o = r.finish();
+            match (o.code, o.signal) {
+                (Some(112), _) => {
+                    assert_eq!(o.stderr, "", "{o:?}");
+                    answered += 1;
+                }
+                (None, Some(libc::SIGKILL)) => killed += 1,
+                _ => panic!("{o:?}"),
+            }
+        }
+        if wave % 40 == 39 {
+            // Readable mid-storm.
+            status(&s, "storm@example.com");
+            status(&s, "@example.com");
+        }
+    }
+    let (total, window) = status(&s, "storm@example.com");
+    let (_, domain) = status(&s, "@example.com");
+
+    for (what, n) in [("total", total), ("window", window), ("domain", domain)] {
+        assert!(
+            answered <= n && n <= started,
+            "{what} {n}: answered {answered}, started {started}"
+        );
+    }
+    eprintln!(
+        "{started} started, {killed} killed, {answered} answered 112; \
+         counted {total} (window {window}), domain {domain}"
+    );
+    // One write holds both, so the classic count and the window agree.
+    assert_eq!(total, window);
+    assert!(killed > 100 && answered > 100, "the kills did land");
+    assert_eq!(s.counter_files(), ["@example.com", "storm@example.com"]);
+}
+
+// ---- Locks -------------------------------------------------------------------
+
+/// Holds an exclusive lock on `path` from another process until dropped: a
+/// shell opens the file, util-linux flock locks that open file, and the
+/// shell becomes `sleep`, the only holder, so killing it frees the lock.
+struct Holder(std::process::Child);
+impl Holder {
+    fn new(path: &Path) -> Option<Holder> {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg("exec 9<>\"$1\" && flock -x 9 && echo locked && exec sleep 600")
+            .arg("sh")
+            .arg(path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut h = Holder(child);
+        let mut line = [0u8; 7];
+        std::io::Read::read_exact(h.0.stdout.as_mut().unwrap(), &mut line).ok()?;
+        Some(h)
+    }
+}
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_lock_held_forever_by_another_process_is_given_up_after_about_a_second() {
+    let s = Sandbox::with_limits(":100\n@example.com:1000/1h\n");
+    assert_eq!(s.user("a@example.com").code(), 112);
+    for held in ["a@example.com", "@example.com"] {
+        let Some(_holder) = Holder::new(&s.dir().join(held)) else {
+            eprintln!("skipped: flock (util-linux) not installed");
+            return;
+        };
+        // Both answers at once: each waits its own deadline.
+        let out = parallel(2, |i| {
+            s.user("a@example.com")
+                .env("OVERLIMIT_FAILCLOSED", if i == 0 { "" } else { "1" })
+        });
+        for (o, code) in out.iter().zip([112, 111]) {
+            assert_eq!(o.code, Some(code), "{held} held: {o:?}");
+            logged(o, "lock not granted");
+            assert!(
+                o.elapsed >= Duration::from_millis(900) && o.elapsed < Duration::from_secs(3),
+                "{held} held: {o:?}"
+            );
+        }
+    }
+    // Neither counter moved: a recipient counts on all its counters or none.
+    assert_eq!(status(&s, "a@example.com").0, 1);
+    assert_eq!(status(&s, "@example.com").1, 1);
+}
+
+// ---- Full disk -----------------------------------------------------------------
+
+/// A small tmpfs mounted at `dir`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        if !is_root() {
+            return Err("not root".into());
+        }
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+            .arg("overlimit-test")
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir.to_path_buf()))
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
+    let s = Sandbox::with_limits(":100\n");
+    let dir = s.root.join("small");
+    std::fs::create_dir(&dir).unwrap();
+    let _fs = match Tmpfs::mount(&dir, "256k") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs: {why}");
+            return;
+        }
+    };
+    let call = |user: &str| s.user(user).env("OVERLIMITDIR", &dir);
+    assert_eq!(call("old@example.com").code(), 112);
+    // Fill every block.
+    let mut filler = File::create(dir.join(".filler")).unwrap();
+    let block = [b'F'; 4096];
+    let full = loop {
+        if let Err(e) = filler.write_all(&block) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    // A rewrite in place needs no new block.
+    for _ in 0..3 {
+        let o = call("old@example.com").run();
+        assert_eq!((o.code, o.stderr.as_str()), (Some(112), ""), "{o:?}");
+    }
+    // A new counter cannot be written: fail open (or 111), with the reason.
+    fails_open_or_closed(|| call("new@example.com"), "No space left on device");
+    // Nothing is damaged: every file in the directory reads as a counter.
+    let status = |client: &str| {
+        let o = s
+            .admin(&["status", "--json", client])
+            .env("OVERLIMITDIR", &dir)
+            .run();
+        assert_eq!(o.code, Some(0), "{o:?}");
+        o.stdout
+    };
+    assert_eq!(number(&status("old@example.com"), "count"), 4);
+    let all = s.admin(&["status"]).env("OVERLIMITDIR", &dir).run();
+    assert_eq!(all.code, Some(0), "{all:?}");
+    // With room again, the new client counts from zero.
+    drop(filler);
+    std::fs::remove_file(dir.join(".filler")).unwrap();
+    assert_eq!(call("new@example.com").code(), 112);
+    assert_eq!(number(&status("new@example.com"), "count"), 1);
+}
+
+// ---- The counter directory -------------------------------------------------------
+
+#[test]
+fn a_missing_or_unusable_counter_directory_fails_open_with_a_log_line() {
+    let s = Sandbox::with_limits(":100\n");
+    let missing = s.root.join("missing");
+    fails_open_or_closed(
+        || s.user("a@example.com").env("OVERLIMITDIR", &missing),
+        "No such file or directory",
+    );
+    let file = s.root.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    fails_open_or_closed(
+        || s.user("a@example.com").env("OVERLIMITDIR", &file),
+        "Not a directory",
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
+    // Unwritable: root would not notice, so the plug-in runs as nobody.
+    chmod(&s.dir(), 0o000);
+    if as_nobody(&s, "a@example.com").is_some() {
+        fails_open_or_closed(
+            || as_nobody(&s, "a@example.com").unwrap(),
+            "Permission denied",
+        );
+    }
+    chmod(&s.dir(), 0o755);
+    assert!(s.counter_files().is_empty());
+}
+
+// ---- The control file ------------------------------------------------------------
+
+#[test]
+fn a_missing_control_file_leaves_every_client_unlimited_and_counted() {
+    let s = Sandbox::new();
+    for _ in 0..3 {
+        let o = s.user("a@example.com").run();
+        assert_eq!((o.code, o.stderr.as_str()), (Some(112), ""), "{o:?}");
+    }
+    assert_eq!(status(&s, "a@example.com").0, 3);
+}
+
+#[test]
+fn an_unreadable_control_file_is_an_internal_error_not_unlimited() {
+    let s = Sandbox::with_limits(":1\n");
+    chmod(&s.control(), 0o000);
+    // nobody may write counters, so only the control file is at fault.
+    chmod(&s.dir(), 0o777);
+    if as_nobody(&s, "a@example.com").is_none() {
+        return;
+    }
+    fails_open_or_closed(
+        || as_nobody(&s, "a@example.com").unwrap(),
+        "Permission denied",
+    );
+    assert!(s.counter_files().is_empty(), "nothing counted");
+}
+
+#[test]
+fn a_control_file_that_is_a_directory_a_fifo_or_dev_zero_is_answered_at_once() {
+    let s = Sandbox::new();
+    std::fs::create_dir(s.control()).unwrap();
+    fails_open_or_closed(|| s.user("a@example.com"), "not a regular file");
+    let fifo = s.root.join("fifo");
+    mkfifo(&fifo);
+    fails_open_or_closed(
+        || s.user("a@example.com").env("RELAYLIMITS", &fifo),
+        "not a regular file",
+    );
+    fails_open_or_closed(
+        || s.user("a@example.com").env("RELAYLIMITS", "/dev/zero"),
+        "not a regular file",
+    );
+}
+
+/// The plug-in under a cap on its data segment and heap (util-linux
+/// prlimit), so that one holding the file in memory would fail.
+fn capped(s: &Sandbox, user: &str, bytes: u64) -> Option<Run> {
+    let prlimit = tool(&["/usr/bin/prlimit", "/bin/prlimit"])?;
+    Some(wrapped(s, user, &[prlimit, &format!("--data={bytes}")]))
+}
+
+#[test]
+fn a_hundred_megabytes_of_garbage_as_control_file_is_read_in_bounded_time_and_memory() {
+    let s = Sandbox::new();
+    // Garbage with newlines, colons, NULs and high bytes: many short lines,
+    // some long ones, no valid entry for the client. One 1 MiB block
+    // written 100 times is quick to make.
+    let mut rng = Rng(0x5eed);
+    let block: Vec<u8> = (0..1 << 20)
+        .map(|i| match rng.below(64) {
+            0 => b'\n',
+            1 => b':',
+            2 if i % 3 == 0 => b'#',
+            _ => rng.below(256) as u8,
+        })
+        .collect();
+    let mut f = File::create(s.control()).unwrap();
+    for _ in 0..100 {
+        f.write_all(&block).unwrap();
+    }
+    drop(f);
+    let o = match capped(&s, "a@example.com", 16 << 20) {
+        Some(run) => run.run(),
+        None => {
+            eprintln!("no memory cap: prlimit (util-linux) not installed");
+            s.user("a@example.com").run()
+        }
+    };
+    assert_eq!(
+        o.code,
+        Some(112),
+        "{}",
+        &o.stderr[..o.stderr.len().min(2000)]
+    );
+    assert!(o.elapsed < Duration::from_secs(15), "{:?}", o.elapsed);
+    let lines = o.stderr.lines().count();
+    assert!(lines <= 20, "bad lines flood the log: {lines} lines");
+}
+
+// ---- Planted links ------------------------------------------------------------
+
+#[test]
+fn symlinks_and_hard_links_planted_in_the_counter_directory_are_neither_followed_nor_written() {
+    let s = Sandbox::with_limits(":100\n@links.example:1000\n");
+    let outside = s.root.join("outside");
+    std::fs::write(&outside, "precious\n").unwrap();
+    let other = s.root.join("other-dir");
+    std::fs::create_dir(&other).unwrap();
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    File::options()
+        .write(true)
+        .open(&outside)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let plant = |name: &str, how: u8| {
+        let at = s.dir().join(name);
+        match how {
+            0 => std::os::unix::fs::symlink(&outside, &at).unwrap(),
+            1 => std::fs::hard_link(&outside, &at).unwrap(),
+            _ => std::os::unix::fs::symlink(&other, &at).unwrap(),
+        }
+    };
+    // The user's own counter, a domain's shared counter, an address's.
+    plant("sym@example.com", 0);
+    plant("hard@example.com", 1);
+    plant("dir@example.com", 2);
+    plant("@links.example", 0);
+    plant("192.0.2.7", 1);
+    let calls: [(&str, &str); 5] = [
+        ("sym@example.com", "left alone"),
+        ("hard@example.com", "hard links"),
+        ("dir@example.com", "left alone"),
+        ("a@links.example", "left alone"),
+        ("192.0.2.7", "hard links"),
+    ];
+    for (client, why) in calls {
+        let make = || {
+            if client.contains('@') {
+                s.user(client)
+            } else {
+                s.ip(client)
+            }
+        };
+        for (failclosed, code) in [("", 112), ("1", 111)] {
+            let o = make().env("OVERLIMIT_FAILCLOSED", failclosed).run();
+            assert_eq!(o.code, Some(code), "{client}: {o:?}");
+            // A symlink is refused by the open itself (O_NOFOLLOW: "Too many
+            // levels of symbolic links"), or as not a regular file.
+            assert!(
+                o.stderr.contains(why) || o.stderr.contains("symbolic links"),
+                "{client}: {o:?}"
+            );
+        }
+    }
+    // The sweep and `reset` leave them alone too.
+    let _ = s.sweep(&[]).run();
+    let _ = s
+        .admin(&["reset", "sym@example.com", "hard@example.com"])
+        .run();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"precious\n");
+    let m = std::fs::metadata(&outside).unwrap();
+    assert_eq!(m.modified().unwrap(), old);
+    assert_eq!(m.nlink(), 3, "both hard links still there");
+    assert!(std::fs::read_dir(&other).unwrap().next().is_none());
+    for name in ["sym@example.com", "dir@example.com", "@links.example"] {
+        let m = std::fs::symlink_metadata(s.dir().join(name)).unwrap();
+        assert!(m.file_type().is_symlink(), "{name} still the planted link");
+    }
+}

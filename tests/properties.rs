@@ -1,0 +1,387 @@
+//! Property tests for everything that reads bytes an attacker or a careless
+//! edit may control: the control-file parser, the counter-file reader and
+//! the cdb reader never panic and never loop, and what the programs write
+//! reads back as it was. The default case count runs in `cargo test`; the
+//! long run is `PROPTEST_CASES=200000 cargo test --release --test properties`
+//! (scripts/fuzz.sh).
+
+use overlimit::cdb;
+use overlimit::control::{clean, Entry, Key, Net};
+use overlimit::counter::{Counter, Window};
+use overlimit::limits::{format_period, Item, Limits, MAX_WINDOWS};
+use overlimit::store::{client_file, domain_file};
+use proptest::prelude::*;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+// ---- Strategies ----------------------------------------------------------------
+
+/// Bytes that a control line is made of, weighted toward its syntax.
+fn line_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => prop::sample::select(b"0123456789abcdefABCDEF:./,*@#smhdw \t\r-xyz".to_vec()),
+        1 => any::<u8>(),
+    ]
+}
+
+/// A valid item: classic or a window of a period the parser accepts.
+fn item() -> impl Strategy<Value = Item> {
+    let period = prop_oneof![
+        (1u32..=60).prop_map(|n| n),
+        (1u32..=60).prop_map(|n| n * 60),
+        (1u32..=24).prop_map(|n| n * 3600),
+        (1u32..=366).prop_map(|n| n * 86_400),
+        1u32..=366 * 86_400,
+    ];
+    (1u64..1_000_000_000_000_000_000, prop::option::of(period))
+        .prop_map(|(max, period)| Item { max, period })
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    prop::collection::vec(item(), 0..8).prop_map(|mut items| {
+        // The parser refuses more than MAX_WINDOWS windows on a line.
+        let mut windows = 0;
+        items.retain(|i| {
+            windows += usize::from(i.period.is_some());
+            i.period.is_none() || windows <= MAX_WINDOWS
+        });
+        Limits { items }
+    })
+}
+
+fn name_part() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9._+-]{1,12}"
+}
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<u32>().prop_map(|a| IpAddr::V4(a.into())),
+        any::<u128>().prop_map(|a| IpAddr::V6(a.into())),
+        // Mapped IPv4, which the parser folds to IPv4.
+        any::<u32>().prop_map(|a| IpAddr::V6(std::net::Ipv4Addr::from(a).to_ipv6_mapped())),
+    ]
+}
+
+/// The left-hand side of a line, in the forms an administrator writes.
+fn key_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        (name_part(), name_part()).prop_map(|(u, d)| format!("{u}@{d}")),
+        name_part(),
+        name_part().prop_map(|d| format!("*@{d}")),
+        name_part().prop_map(|d| format!("@{d}")),
+        ip().prop_map(|a| a.to_string()),
+        (ip(), 0u8..=128).prop_map(|(a, l)| format!("{a}/{l}")),
+    ]
+}
+
+/// A line as typed: key, limits, stray white space, maybe a comment.
+fn typed_line() -> impl Strategy<Value = Vec<u8>> {
+    (
+        key_text(),
+        limits(),
+        " ?\t?",
+        prop::option::of("[ -~]{0,20}"),
+    )
+        .prop_map(|(key, limits, ws, comment)| {
+            let mut s = format!(
+                "{ws}{key}{ws}:{ws}{}",
+                limits.to_string().replace(',', ", ")
+            );
+            if let Some(c) = comment {
+                s.push_str(" #");
+                s.push_str(&c);
+            }
+            s.push('\r');
+            s.into_bytes()
+        })
+}
+
+fn window() -> impl Strategy<Value = Window> {
+    (
+        1u32..,
+        any::<u64>(),
+        prop::collection::vec(any::<u64>(), 0..=61),
+        any::<bool>(),
+    )
+        .prop_map(|(period, first, counts, notified)| Window {
+            period,
+            first,
+            counts,
+            notified,
+        })
+}
+
+fn counter() -> impl Strategy<Value = Counter> {
+    (
+        prop::collection::vec(any::<u8>(), 0..=255),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<bool>(),
+        prop::collection::vec(window(), 0..=4),
+    )
+        .prop_map(
+            |(client, total, refused, last_refused, classic_notified, mut windows)| {
+                // A counter holds one window per period.
+                windows.sort_by_key(|w| w.period);
+                windows.dedup_by_key(|w| w.period);
+                Counter {
+                    client,
+                    total,
+                    refused,
+                    last_refused,
+                    classic_notified,
+                    windows,
+                }
+            },
+        )
+}
+
+/// A scratch file per test thread, for the cdb reader.
+fn scratch(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "overlimit-prop-{}-{tag}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ))
+}
+
+fn cdb_of(tag: &str, bytes: &[u8]) -> (cdb::Reader, PathBuf) {
+    let path = scratch(tag);
+    std::fs::write(&path, bytes).unwrap();
+    (cdb::Reader::new(File::open(&path).unwrap()), path)
+}
+
+// ---- The control file ------------------------------------------------------------
+
+proptest! {
+    #[test]
+    fn clean_keeps_no_white_space_or_comment_and_never_panics(
+        raw in prop::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut out = Vec::new();
+        let kept = clean(&raw, &mut out);
+        prop_assert_eq!(kept, !out.is_empty());
+        prop_assert!(!out.iter().any(|b| b.is_ascii_whitespace() || *b == b'#'));
+    }
+
+    #[test]
+    fn any_line_parses_or_is_refused_without_panicking(
+        raw in prop::collection::vec(line_byte(), 0..120),
+    ) {
+        let mut buf = Vec::new();
+        if clean(&raw, &mut buf) {
+            let _ = Entry::parse(&buf);
+        }
+        let _ = Limits::parse(&raw);
+    }
+
+    #[test]
+    fn limits_that_parse_print_in_a_form_that_parses_the_same(
+        raw in prop::collection::vec(line_byte(), 0..60),
+    ) {
+        if let Ok(l) = Limits::parse(&raw) {
+            let shown = l.to_string();
+            prop_assert_eq!(Limits::parse(shown.as_bytes()), Ok(l));
+        }
+    }
+
+    #[test]
+    fn canonical_limits_round_trip(l in limits()) {
+        let shown = l.to_string();
+        prop_assert_eq!(Limits::parse(shown.as_bytes()), Ok(l));
+    }
+
+    #[test]
+    fn periods_print_in_a_unit_that_parses_back(p in 1u32..=366 * 86_400) {
+        let item = Item { max: 1, period: Some(p) };
+        let l = Limits::parse(item.to_string().as_bytes()).unwrap();
+        prop_assert_eq!(l.items[0].period, Some(p), "{}", format_period(p));
+    }
+
+    /// A typed line that parses is equal to its canonical line (the key as
+    /// the cdb stores it, the limits as printed), which is never masked.
+    #[test]
+    fn typed_lines_equal_their_canonical_form(raw in typed_line()) {
+        let mut buf = Vec::new();
+        prop_assert!(clean(&raw, &mut buf));
+        if let Ok(e) = Entry::parse(&buf) {
+            let canonical = [&e.key.to_bytes()[..], b":", e.limits.to_string().as_bytes()].concat();
+            let again = Entry::parse(&canonical);
+            prop_assert_eq!(
+                again.as_ref().map(|a| (&a.key, &a.limits, a.masked)),
+                Ok((&e.key, &e.limits, false)),
+                "{}", String::from_utf8_lossy(&canonical)
+            );
+        }
+    }
+
+    #[test]
+    fn a_range_contains_every_address_it_was_made_from(a in ip(), len in 0u8..=128) {
+        let bits = if a.is_ipv4() { 32 } else { 128 };
+        let net = Net::new(a, len.min(bits));
+        prop_assert!(net.contains(a));
+        let (parsed, masked) = Net::parse(net.to_string().as_bytes()).unwrap();
+        prop_assert!(!masked);
+        // A mapped range comes back as the IPv4 range it covers.
+        prop_assert!(parsed == net || parsed.addr.is_ipv4() && !net.addr.is_ipv4());
+    }
+
+    #[test]
+    fn keys_classify_without_panicking(raw in prop::collection::vec(line_byte(), 0..60)) {
+        if let Ok((Key::Range(n), _)) = Key::parse(&raw) {
+            let bits = if n.addr.is_ipv4() { 32 } else { 128 };
+            prop_assert!(n.len <= bits);
+        }
+    }
+}
+
+// ---- Counter files ---------------------------------------------------------------
+
+proptest! {
+    #[test]
+    fn any_bytes_read_as_a_counter_or_not_without_panicking(
+        bytes in prop::collection::vec(any::<u8>(), 0..600),
+        size in any::<u64>(),
+    ) {
+        let _ = Counter::parse(&bytes, size);
+    }
+
+    /// Mutations of a real counter file: the checksum refuses the damage or
+    /// the reader copes; never a panic.
+    #[test]
+    fn damaged_counter_files_never_panic(
+        c in counter(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut text = c.to_text();
+        for (at, b) in flips {
+            let i = at.index(text.len());
+            text[i] = b;
+        }
+        let _ = Counter::parse(&text, text.len() as u64);
+        let n = cut.index(text.len());
+        let _ = Counter::parse(&text[..n], n as u64);
+    }
+
+    #[test]
+    fn counters_round_trip_through_their_text(c in counter()) {
+        let text = c.to_text();
+        prop_assert_eq!(Counter::parse(&text, text.len() as u64), Some(c));
+    }
+
+    /// What a kill between the write and the truncate leaves: the new text,
+    /// then the rest of a longer old one.
+    #[test]
+    fn the_rest_of_an_older_longer_file_is_ignored(
+        new in counter(),
+        old in counter(),
+    ) {
+        let (new_text, old_text) = (new.to_text(), old.to_text());
+        let mut file = new_text.clone();
+        if old_text.len() > new_text.len() {
+            file.extend_from_slice(&old_text[new_text.len()..]);
+        }
+        prop_assert_eq!(Counter::parse(&file, file.len() as u64), Some(new));
+    }
+
+    #[test]
+    fn seed_script_x_files_count_their_size(n in 0usize..5000, size_extra in 0u64..1_000_000) {
+        let xs = vec![b'X'; n];
+        let size = n as u64 + size_extra;
+        prop_assert_eq!(Counter::parse(&xs, size).map(|c| c.total), Some(size));
+    }
+
+    #[test]
+    fn counter_file_names_stay_inside_the_directory(
+        name in prop::collection::vec(any::<u8>(), 0..400),
+    ) {
+        for f in [client_file(&name), domain_file(&name)] {
+            prop_assert!(!f.is_empty() && f.len() <= 240, "{}", f);
+            prop_assert!(!f.contains('/') && f != "." && f != "..", "{}", f);
+            prop_assert!(!f.starts_with('.'), "{}", f);
+        }
+        prop_assert!(!client_file(&name).starts_with('@'));
+        prop_assert!(domain_file(&name).starts_with('@'));
+    }
+
+    #[test]
+    fn different_clients_get_different_counter_files(
+        a in prop::collection::vec(any::<u8>(), 1..300),
+        b in prop::collection::vec(any::<u8>(), 1..300),
+    ) {
+        prop_assume!(a != b);
+        prop_assert_ne!(client_file(&a), client_file(&b));
+        prop_assert_ne!(domain_file(&a), domain_file(&b));
+    }
+}
+
+// ---- The cdb -------------------------------------------------------------------
+
+proptest! {
+    #[test]
+    fn any_bytes_as_a_cdb_never_panic_or_loop(
+        bytes in prop::collection::vec(any::<u8>(), 0..6000),
+        keys in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..12), 1..6),
+    ) {
+        let (r, path) = cdb_of("bytes", &bytes);
+        for k in &keys {
+            let _ = r.get(k);
+        }
+        let _ = r.get(b"\nsource");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A real cdb with bytes changed: the header and tables point anywhere.
+    #[test]
+    fn damaged_cdbs_never_panic_or_loop(
+        n in 0usize..300,
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..24),
+    ) {
+        let records: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+            .map(|i| (format!("k{i}").into_bytes(), format!("v{i}").into_bytes()))
+            .collect();
+        let path = scratch("damaged");
+        let mut f = File::options().read(true).write(true).create(true).truncate(true)
+            .open(&path).unwrap();
+        cdb::write(&mut f, &records).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        for (at, b) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        let (r, path) = cdb_of("damaged", &bytes);
+        for i in 0..n.min(20) {
+            let _ = r.get(format!("k{i}").as_bytes());
+        }
+        let _ = r.get(b"absent");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn what_is_written_to_a_cdb_reads_back(
+        records in prop::collection::btree_map(
+            prop::collection::vec(any::<u8>(), 0..20),
+            prop::collection::vec(any::<u8>(), 0..40),
+            0..200,
+        ),
+        absent in prop::collection::vec(any::<u8>(), 0..20),
+    ) {
+        let list: Vec<(Vec<u8>, Vec<u8>)> = records.clone().into_iter().collect();
+        let path = scratch("roundtrip");
+        let mut f = File::options().read(true).write(true).create(true).truncate(true)
+            .open(&path).unwrap();
+        cdb::write(&mut f, &list).unwrap();
+        let r = cdb::Reader::new(File::open(&path).unwrap());
+        for (k, v) in &records {
+            prop_assert_eq!(r.get(k).unwrap(), Some(v.clone()));
+        }
+        if !records.contains_key(&absent) {
+            prop_assert_eq!(r.get(&absent).unwrap(), None);
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+}
