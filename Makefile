@@ -12,7 +12,7 @@ MANDIR   ?= $(PREFIX)/share/man
 DESTDIR  ?=
 CARGO    ?= cargo
 
-PROGRAMS = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit
+PROGRAMS = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit overlimit-count
 MANPAGES = $(wildcard man/*.8)
 
 .PHONY: all test demo bench fuzz install clean

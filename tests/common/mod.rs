@@ -182,7 +182,13 @@ impl Run {
         // SAFETY: only async-signal-safe dup2 calls between fork and exec.
         unsafe {
             self.cmd.pre_exec(move || {
-                if libc::dup2(fd4, 4) < 0 {
+                // When the pipe already is fd 4, dup2 does nothing and the
+                // close-on-exec flag would stay: clear it instead.
+                if fd4 == 4 {
+                    if libc::fcntl(4, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd4, 4) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 if on_stderr && libc::dup2(2, 1) < 0 {
