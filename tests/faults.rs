@@ -171,14 +171,13 @@ fn plugins_killed_with_sigkill_at_random_moments_lose_no_completed_increment() {
             }
         }
         if wave % 40 == 39 {
-            // Readable mid-storm.
+            // Readable between waves too, not only at the end.
             status(&s, "storm@example.com");
             status(&s, "@example.com");
         }
     }
     let (total, window) = status(&s, "storm@example.com");
     let (_, domain) = status(&s, "@example.com");
-
     for (what, n) in [("total", total), ("window", window), ("domain", domain)] {
         assert!(
             answered <= n && n <= started,
@@ -242,7 +241,7 @@ fn a_lock_held_forever_by_another_process_is_given_up_after_about_a_second() {
             assert_eq!(o.code, Some(code), "{held} held: {o:?}");
             logged(o, "lock not granted");
             assert!(
-                o.elapsed >= Duration::from_millis(900) && o.elapsed < Duration::from_secs(3),
+                o.elapsed >= Duration::from_millis(900) && o.elapsed < Duration::from_secs(5),
                 "{held} held: {o:?}"
             );
         }
