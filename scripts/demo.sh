@@ -97,7 +97,7 @@ echo "== overlimit status"
 echo
 echo "== overlimit check, after a typo (a unit that does not exist)"
 echo 'bob@example.com:100/1y' >>"$RELAYLIMITS"
-"$bin/overlimit" check || echo "(exit $?)"
+"$bin/overlimit" check 2>&1 || echo "(exit $?)"
 sed '$d' "$RELAYLIMITS" >"$demo/fixed" && mv "$demo/fixed" "$RELAYLIMITS"
 
 echo

@@ -41,6 +41,8 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LineError {
     NoColon,
+    /// `*@` or `@` with nothing after it: a rule no client can ever meet.
+    NoDomain,
     BadRange(String),
     Limit(LimitError),
 }
@@ -49,6 +51,7 @@ impl fmt::Display for LineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LineError::NoColon => write!(f, "no colon"),
+            LineError::NoDomain => write!(f, "no domain after the @"),
             LineError::BadRange(r) => write!(f, "bad range {r:?}"),
             LineError::Limit(e) => e.fmt(f),
         }
@@ -87,6 +90,14 @@ impl Entry {
     }
 }
 
+/// A domain of a `*@` or `@` line, lower-cased; empty is an error.
+fn non_empty(domain: &[u8]) -> Result<Vec<u8>, LineError> {
+    if domain.is_empty() {
+        return Err(LineError::NoDomain);
+    }
+    Ok(domain.to_ascii_lowercase())
+}
+
 impl Key {
     /// Classifies a left-hand side; the flag is set when a range was masked.
     pub fn parse(key: &[u8]) -> Result<(Key, bool), LineError> {
@@ -94,10 +105,10 @@ impl Key {
             return Ok((Key::Default, false));
         }
         if let Some(domain) = key.strip_prefix(b"*@") {
-            return Ok((Key::DomainUsers(domain.to_ascii_lowercase()), false));
+            return non_empty(domain).map(|d| (Key::DomainUsers(d), false));
         }
         if let Some(domain) = key.strip_prefix(b"@") {
-            return Ok((Key::Domain(domain.to_ascii_lowercase()), false));
+            return non_empty(domain).map(|d| (Key::Domain(d), false));
         }
         // A slash without an `@` can only be meant as a range.
         if key.contains(&b'/') && !key.contains(&b'@') {
@@ -235,6 +246,8 @@ mod tests {
             entry("x@y:"),
             Err(LineError::Limit(LimitError::Empty))
         ));
+        assert_eq!(entry("*@:5"), Err(LineError::NoDomain));
+        assert_eq!(entry(" @ :5 # no domain"), Err(LineError::NoDomain));
     }
 
     #[test]

@@ -13,9 +13,11 @@ use std::time::Duration;
 fn check(s: &Sandbox) -> (Vec<String>, i32, Outcome) {
     let o = s.admin(&["check"]).run();
     let prefix = format!("{}:", s.control().display());
+    // Findings on stderr, the summary on stdout.
     let lines = o
-        .stdout
+        .stderr
         .lines()
+        .chain(o.stdout.lines())
         .map(|l| {
             l.strip_prefix(&prefix)
                 .unwrap_or_else(|| panic!("line not naming the file: {l:?}"))
@@ -48,6 +50,7 @@ b@example.com:5/1y
 
 c@example.com:
 d@example.com:1
+*@:5
 ";
 
 #[test]
@@ -62,12 +65,19 @@ fn check_reports_each_bad_line_with_its_number_and_reason() {
         "5: error: unknown unit",
         "6: error: bad range",
         "8: error: empty limit",
+        "10: error: no domain after the @",
     ];
     assert_eq!(errors.len(), want.len(), "{lines:?}");
     for (got, want) in errors.iter().zip(want) {
         assert!(got.starts_with(want), "{got:?} is not {want:?}");
     }
     assert!(reports(&lines, "warning").is_empty(), "{lines:?}");
+    // Diagnostics go to stderr; stdout has the one-line summary only.
+    assert_eq!(o.stdout.lines().count(), 1, "{o:?}");
+    assert!(
+        o.stdout.contains("2 entries, 6 errors, 0 warnings"),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -241,7 +251,7 @@ fn check_and_the_plugin_never_panic_on_any_bytes() {
         }
         assert!(!o.stderr.contains("panicked"), "file {i} {bytes:?}: {o:?}");
         // Every error line is counted in the summary.
-        let errors = o.stdout.lines().filter(|l| l.contains(": error: ")).count();
+        let errors = o.stderr.lines().filter(|l| l.contains(": error: ")).count();
         assert_eq!(o.code == Some(1), errors > 0, "file {i}: {o:?}");
         if i % 4 == 0 {
             let o = s.ip("10.0.0.7").run();

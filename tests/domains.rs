@@ -95,6 +95,21 @@ fn a_domain_aggregate_is_shared_and_checked_on_top_of_each_users_own_limit() {
         assert_eq!(field(&s, &file, "refused"), 1, "{file}");
     }
     assert_eq!(field(&s, "@example.com", "refused"), 0);
+
+    // The reply line says the domain's limit was reached, not the user's.
+    let o = s.user("e@example.com").env("OVERLIMIT_REPLY", "451").run();
+    assert_eq!(o.code, Some(113), "{o:?}");
+    assert!(
+        o.fd4
+            .starts_with("451 4.7.1 Your domain example.com reached its limit of 5 recipients;"),
+        "{o:?}"
+    );
+    let o = s.user("a@example.com").env("OVERLIMIT_REPLY", "451").run();
+    assert!(
+        o.fd4
+            .starts_with("451 4.7.1 You reached your limit of 2 recipients;"),
+        "{o:?}"
+    );
 }
 
 #[test]

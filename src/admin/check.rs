@@ -29,15 +29,18 @@ pub fn run(control: &Path) -> i32 {
             return 2;
         }
     };
+    // Findings are diagnostics, on stderr as the contract asks; the summary
+    // is the answer, on stdout, so `overlimit check >/dev/null` shows only
+    // what needs fixing.
     for (line, reason) in &parsed.errors {
-        println!("{shown}:{line}: error: {reason}");
+        eprintln!("{shown}:{line}: error: {reason}");
     }
     let warnings = warnings(&parsed);
     for (line, w) in &warnings {
-        println!("{shown}:{line}: warning: {w}");
+        eprintln!("{shown}:{line}: warning: {w}");
     }
     if let Some(w) = cdb_warning(control, &parsed) {
-        println!("{w}");
+        eprintln!("{w}");
     }
     println!(
         "{shown}: {} entries, {} errors, {} warnings",

@@ -184,8 +184,14 @@ fn reply(code: u16, result: &Admission, now: u64) {
     let per = f.item.period.map_or(String::new(), |p| {
         format!(" per {}", limits::format_period(p))
     });
+    // A domain's shared counter is not the sender's own: say whose it is, so
+    // the user does not think their own account was cut off.
+    let whose = match f.label.strip_prefix(b"@") {
+        Some(domain) => format!("Your domain {} reached its", printable(domain)),
+        None => "You reached your".to_string(),
+    };
     let mut text = format!(
-        "{code} 4.7.1 You reached your limit of {} recipients{per}; {when}",
+        "{code} 4.7.1 {whose} limit of {} recipients{per}; {when}",
         f.item.max
     );
     text.truncate(900);
