@@ -41,6 +41,16 @@ install: all
 	    install -m 755 target/release/$$p $(DESTDIR)$(QMAILDIR)/bin/$$p; fi; \
 	done
 	for m in $(MANPAGES); do install -m 644 $$m $(DESTDIR)$(MANDIR)/man8/; done
+	@# overlimit-count is the one privileged part of the sendmail wrapper:
+	@# setgid overlimit, so that sites can count but not touch the counters.
+	@if getent group overlimit >/dev/null; then \
+	  chgrp overlimit $(DESTDIR)$(QMAILDIR)/bin/overlimit-count && \
+	  chmod 2755 $(DESTDIR)$(QMAILDIR)/bin/overlimit-count && \
+	  echo "overlimit-count: setgid overlimit"; \
+	else \
+	  echo "note: no group overlimit, so overlimit-count is not setgid; for"; \
+	  echo "      sendmail-overlimit run: groupadd --system overlimit && make install"; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -10,7 +10,7 @@
 use crate::counter::Counter;
 use crate::error::Internal;
 use crate::limits::{Item, Limits};
-use crate::store::Locked;
+use crate::store::{fits_size_limit, Locked};
 use std::path::Path;
 use std::time::Instant;
 
@@ -143,8 +143,14 @@ pub fn admit_n(
         counters[0].refused = counters[0].refused.saturating_add(n);
         counters[0].last_refused = now;
     }
-    for (mut l, c) in locked.into_iter().zip(&counters) {
-        l.write(c)?;
+    // Every text is checked against the file-size limit before the first is
+    // written, so such a refusal leaves all the counters as they were.
+    let texts: Vec<Vec<u8>> = counters.iter().map(Counter::to_text).collect();
+    for (l, text) in locked.iter().zip(&texts) {
+        fits_size_limit(&l.path, text.len())?;
+    }
+    for (mut l, text) in locked.into_iter().zip(&texts) {
+        l.write_text(text)?;
     }
     Ok(result)
 }

@@ -144,12 +144,19 @@ impl Locked {
         Ok(Counter::parse(&buf, self.size))
     }
 
-    /// Replaces the contents: one write at offset 0, then a truncate; see
-    /// `counter.rs` for why a kill between them is harmless.
+    /// Replaces the contents with `c`'s text; see `write_text`.
     pub fn write(&mut self, c: &Counter) -> Result<(), Internal> {
         let text = c.to_text();
+        fits_size_limit(&self.path, text.len())?;
+        self.write_text(&text)
+    }
+
+    /// Replaces the contents: one write at offset 0, then a truncate; see
+    /// `counter.rs` for why a kill between them is harmless. The caller has
+    /// checked `fits_size_limit`.
+    pub fn write_text(&mut self, text: &[u8]) -> Result<(), Internal> {
         self.file
-            .write_all_at(&text, 0)
+            .write_all_at(text, 0)
             .map_err(|e| fail("write", &self.path, e))?;
         if self.size > text.len() as u64 {
             self.file
@@ -165,6 +172,29 @@ impl Locked {
     pub fn remove(self) -> Result<(), Internal> {
         std::fs::remove_file(&self.path).map_err(|e| fail("unlink", &self.path, e))
     }
+}
+
+/// Refuses a write that the process's file-size limit (`softlimit -f`,
+/// `ulimit -f`) would cut short. Past the limit the kernel writes only part
+/// of the text, which would tear a counter that had been longer, and raises
+/// SIGXFSZ, which would kill the writer: checked first, neither can happen.
+pub fn fits_size_limit(path: &Path, len: usize) -> Result<(), Internal> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY
+        && len as u64 > lim.rlim_cur
+    {
+        return Err(Internal(format!(
+            "{}: the file size limit of {} bytes is below the counter's {len}; not written",
+            path.display(),
+            lim.rlim_cur
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses anything but a regular file with a single link: a planted hard

@@ -327,6 +327,41 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     assert_eq!(number(&status("new@example.com"), "count"), 1);
 }
 
+/// Where mounting is not allowed, a write error can still be provoked: a
+/// file-size limit (`softlimit -f` in a run script) makes the kernel cut a
+/// write short and raise SIGXFSZ.
+#[test]
+fn a_file_size_limit_below_a_counter_fails_open_and_tears_no_counter() {
+    let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
+        eprintln!("skipped: prlimit (util-linux) not installed");
+        return;
+    };
+    let s = Sandbox::with_limits(":100,100/1h\n@example.com:1000\n");
+    for _ in 0..3 {
+        assert_eq!(s.user("old@example.com").code(), 112);
+    }
+    let before = std::fs::read(s.dir().join("old@example.com")).unwrap();
+    let domain_before = std::fs::read(s.dir().join("@example.com")).unwrap();
+    // Below the counters' size, above nothing: an existing counter cannot be
+    // rewritten, a new one cannot be written at all.
+    let limited = |user: &str| wrapped(&s, user, &[prlimit, "--fsize=40"]);
+    fails_open_or_closed(|| limited("old@example.com"), "file size limit");
+    fails_open_or_closed(|| limited("new@example.com"), "file size limit");
+    // Neither the user's nor the domain's counter changed by a byte.
+    assert_eq!(
+        std::fs::read(s.dir().join("old@example.com")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read(s.dir().join("@example.com")).unwrap(),
+        domain_before
+    );
+    // Without the limit, counting goes on from where it was.
+    assert_eq!(s.user("old@example.com").code(), 112);
+    assert_eq!(status(&s, "old@example.com"), (4, 4));
+    assert_eq!(status(&s, "@example.com").0, 4);
+}
+
 // ---- The counter directory -------------------------------------------------------
 
 #[test]
