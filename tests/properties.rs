@@ -385,3 +385,77 @@ proptest! {
         std::fs::remove_file(path).unwrap();
     }
 }
+
+// ---- Text and cdb agree ---------------------------------------------------------
+
+/// Keys that overlap on purpose: a user, its domain's two kinds of line,
+/// addresses in several notations and ranges nested in each other.
+const KEYS: &[&str] = &[
+    "",
+    "a@x.example",
+    "A@X.Example",
+    "*@x.example",
+    "@x.example",
+    "*@y.example",
+    "@Y.example",
+    "10.1.2.3",
+    "::ffff:10.1.2.3",
+    "10.1.2.0/24",
+    "10.1.0.0/16",
+    "10.1.2.7/16",
+    "10.0.0.0/8",
+    "2001:db8::1",
+    "2001:DB8:0::1",
+    "2001:db8::/32",
+    "2001:db8:0:1::/64",
+];
+
+/// Clients to look up: some named by the keys above, some only covered.
+const CLIENTS: &[&str] = &[
+    "a@x.example",
+    "c@x.example",
+    "d@y.example",
+    "e@z.example",
+    "10.1.2.3",
+    "10.1.9.9",
+    "10.9.9.9",
+    "192.0.2.1",
+    "2001:db8::1",
+    "2001:db8:0:1::5",
+    "2001:db9::1",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// For any valid control file, the plug-in decides the same from the text
+    /// and from the cdb `overlimit compile` makes of it: same limits, same
+    /// line, same domain counter, for every client.
+    #[test]
+    fn the_cdb_resolves_every_client_as_the_text_does(
+        lines in prop::collection::vec((prop::sample::select(KEYS), limits()), 0..24),
+    ) {
+        use overlimit::client::Client;
+        use overlimit::lookup::resolve;
+        let dir = scratch("agree");
+        std::fs::create_dir_all(&dir).unwrap();
+        let control = dir.join("relaylimits");
+        let _ = std::fs::remove_file(dir.join("relaylimits.cdb"));
+        let text: String = lines.iter().map(|(k, l)| format!("{k}:{l}\n")).collect();
+        std::fs::write(&control, &text).unwrap();
+        let mut notes = Vec::new();
+        let from_text: Vec<_> = CLIENTS
+            .iter()
+            .map(|c| resolve(&control, &Client::from_name(c.as_bytes()).unwrap(), &mut notes).unwrap())
+            .collect();
+        prop_assert!(notes.is_empty(), "{:?}", notes);
+        prop_assert_eq!(overlimit::admin::compile::run(&control), 0);
+        prop_assert!(dir.join("relaylimits.cdb").exists());
+        for (c, want) in CLIENTS.iter().zip(&from_text) {
+            let got = resolve(&control, &Client::from_name(c.as_bytes()).unwrap(), &mut notes).unwrap();
+            prop_assert_eq!(&got, want, "{} with\n{}", c, text);
+        }
+        prop_assert!(notes.is_empty(), "the cdb was current: {:?}", notes);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
