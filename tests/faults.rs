@@ -502,7 +502,8 @@ fn symlinks_and_hard_links_planted_in_the_counter_directory_are_neither_followed
         match how {
             0 => std::os::unix::fs::symlink(&outside, &at).unwrap(),
             1 => std::fs::hard_link(&outside, &at).unwrap(),
-            _ => std::os::unix::fs::symlink(&other, &at).unwrap(),
+            2 => std::os::unix::fs::symlink(&other, &at).unwrap(),
+            _ => mkfifo(&at),
         }
     };
     // The user's own counter, a domain's shared counter, an address's.
@@ -511,7 +512,10 @@ fn symlinks_and_hard_links_planted_in_the_counter_directory_are_neither_followed
     plant("dir@example.com", 2);
     plant("@links.example", 0);
     plant("192.0.2.7", 1);
-    let calls: [(&str, &str); 5] = [
+    // A FIFO would block an open without O_NONBLOCK: the session would hang.
+    plant("fifo@example.com", 3);
+    let calls: [(&str, &str); 6] = [
+        ("fifo@example.com", "not a regular file"),
         ("sym@example.com", "left alone"),
         ("hard@example.com", "hard links"),
         ("dir@example.com", "left alone"),
@@ -538,15 +542,32 @@ fn symlinks_and_hard_links_planted_in_the_counter_directory_are_neither_followed
         }
     }
     // The sweep and `reset` leave them alone too.
-    let _ = s.sweep(&[]).run();
-    let _ = s
+    // Each is named on stderr, and the exit says something was wrong.
+    let o = s.sweep(&[]).run();
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert_eq!(
+        o.stderr.lines().count(),
+        6,
+        "one line per planted file: {o:?}"
+    );
+    let o = s
         .admin(&["reset", "sym@example.com", "hard@example.com"])
         .run();
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(
+        o.stderr.contains("symbolic links") && o.stderr.contains("hard links"),
+        "{o:?}"
+    );
     assert_eq!(std::fs::read(&outside).unwrap(), b"precious\n");
     let m = std::fs::metadata(&outside).unwrap();
     assert_eq!(m.modified().unwrap(), old);
     assert_eq!(m.nlink(), 3, "both hard links still there");
     assert!(std::fs::read_dir(&other).unwrap().next().is_none());
+    let m = std::fs::symlink_metadata(s.dir().join("fifo@example.com")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()),
+        "the FIFO is left alone"
+    );
     for name in ["sym@example.com", "dir@example.com", "@links.example"] {
         let m = std::fs::symlink_metadata(s.dir().join(name)).unwrap();
         assert!(m.file_type().is_symlink(), "{name} still the planted link");
