@@ -11,29 +11,6 @@ use std::time::{Duration, Instant};
 
 const A: &str = "a@example.com";
 
-/// A sandbox with this control file, made after `hold_low_fds`.
-fn sandbox(text: &str) -> Sandbox {
-    hold_low_fds();
-    Sandbox::with_limits(text)
-}
-
-/// Keeps descriptors 3 and 4 of this process taken for its whole life. The
-/// harness moves its fd 4 pipe into place with `dup2(fd, 4)`; when the pipe
-/// itself landed on descriptor 4, as it does whenever 3 and 4 are free, that
-/// call does nothing and leaves the descriptor close-on-exec, so the plug-in
-/// starts with fd 4 closed and every reply line is lost. Every test here
-/// calls this before it starts a program, so the descriptors are free when
-/// the first one takes them. (Reported for a fix in tests/common/mod.rs.)
-fn hold_low_fds() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| loop {
-        let fd = std::os::fd::IntoRawFd::into_raw_fd(std::fs::File::open("/dev/null").unwrap());
-        if fd >= 4 {
-            break;
-        }
-    });
-}
-
 /// One plug-in run and the instants around it: the decision fell between.
 struct Timed {
     start: Instant,
@@ -119,7 +96,7 @@ fn unix_now() -> u64 {
 #[test]
 fn a_window_lets_n_through_then_refuses_until_room_frees_within_period_plus_two_seconds() {
     const PERIOD: Duration = Duration::from_secs(2);
-    let s = sandbox(&format!("{A}:3/2s\n:1000\n"));
+    let s = Sandbox::with_limits(&format!("{A}:3/2s\n:1000\n"));
     let first = timed(s.user(A));
     passes(&first.out);
     passes(&s.user(A).run());
@@ -143,7 +120,7 @@ fn a_window_lets_n_through_then_refuses_until_room_frees_within_period_plus_two_
 fn no_sliding_period_ever_holds_more_than_n_acceptances() {
     const N: usize = 3;
     const PERIOD: Duration = Duration::from_secs(2);
-    let s = sandbox(&format!("{A}:3/2s\n"));
+    let s = Sandbox::with_limits(&format!("{A}:3/2s\n"));
     let began = Instant::now();
     let mut accepted: Vec<(Instant, Instant)> = Vec::new();
     let mut refusals = 0;
@@ -179,7 +156,7 @@ fn no_sliding_period_ever_holds_more_than_n_acceptances() {
 
 #[test]
 fn every_window_on_a_line_must_hold() {
-    let s = sandbox(&format!("{A}:2/2s,3/1h\nb@example.com:3/2s,2/1h\n:1000\n"));
+    let s = Sandbox::with_limits(&format!("{A}:2/2s,3/1h\nb@example.com:3/2s,2/1h\n:1000\n"));
     // The short window binds first while the long one has room...
     let first = timed(s.user(A));
     passes(&first.out);
@@ -209,7 +186,7 @@ fn every_window_on_a_line_must_hold() {
 
 #[test]
 fn an_item_of_zero_imposes_no_limit() {
-    let s = sandbox(&format!("{A}:0/1s,2\nb@example.com:0/1h\n:1\n"));
+    let s = Sandbox::with_limits(&format!("{A}:0/1s,2\nb@example.com:0/1h\n:1\n"));
     passes(&s.user(A).run());
     passes(&s.user(A).run());
     let o = s.user(A).run();
@@ -224,7 +201,7 @@ fn an_item_of_zero_imposes_no_limit() {
 #[test]
 fn refused_attempts_are_tallied_apart_and_never_extend_the_block() {
     const CLIENT: &str = "192.0.2.7";
-    let s = sandbox(":1/2s\n");
+    let s = Sandbox::with_limits(":1/2s\n");
     let first = timed(s.ip(CLIENT));
     passes(&first.out);
     // A hijacked account hammering the server: a burst of refusals...
@@ -245,7 +222,7 @@ fn refused_attempts_are_tallied_apart_and_never_extend_the_block() {
 #[test]
 fn the_reply_line_names_the_limit_and_when_room_frees() {
     for code in ["451", "421"] {
-        let s = sandbox(&format!("{A}:2/1h\n:1\n"));
+        let s = Sandbox::with_limits(&format!("{A}:2/1h\n:1\n"));
         let run = |user: &str| s.user(user).env("OVERLIMIT_REPLY", code);
         // Never with a pass.
         passes(&run(A).run());
@@ -274,7 +251,7 @@ fn the_reply_line_names_the_limit_and_when_room_frees() {
 
 #[test]
 fn no_reply_line_without_a_refusal_overlimit_reply_421_or_451_and_use_fd4() {
-    let s = sandbox(":1\n");
+    let s = Sandbox::with_limits(":1\n");
     passes(&s.user(A).env("OVERLIMIT_REPLY", "451").run());
     for reply in [
         None,
@@ -356,7 +333,7 @@ fn notifications(log: &Path, n: usize) -> Vec<String> {
 
 #[test]
 fn one_notification_per_window_going_over_however_many_refusals_and_again_after_it_frees() {
-    let s = sandbox(&format!("{A}:2/2s\n"));
+    let s = Sandbox::with_limits(&format!("{A}:2/2s\n"));
     let (program, log) = recorder(&s);
     let run = || s.user(A).env("OVERLIMIT_NOTIFY", &program);
     let first = timed(run());
@@ -389,7 +366,7 @@ fn one_notification_per_window_going_over_however_many_refusals_and_again_after_
 
 #[test]
 fn classic_and_domain_limits_notify_once_with_reset_for_room() {
-    let s = sandbox(":2\n@example.org:3\n*@example.org:0\n");
+    let s = Sandbox::with_limits(":2\n@example.org:3\n*@example.org:0\n");
     let (program, log) = recorder(&s);
     let run = |user: &str| s.user(user).env("OVERLIMIT_NOTIFY", &program);
     passes(&run(A).run());
@@ -414,7 +391,7 @@ fn classic_and_domain_limits_notify_once_with_reset_for_room() {
 
 #[test]
 fn a_slow_notifier_delays_neither_the_exit_nor_the_end_of_fd4() {
-    let s = sandbox(":1\n");
+    let s = Sandbox::with_limits(":1\n");
     let started = s.root.join("started");
     // It lets go of stdout and stderr (the harness waits for their end, as
     // multilog never does) but not of the descriptors it did not open: had
@@ -448,7 +425,7 @@ fn a_slow_notifier_delays_neither_the_exit_nor_the_end_of_fd4() {
 
 #[test]
 fn a_notifier_that_cannot_start_is_logged_and_the_refusal_stands() {
-    let s = sandbox(":1\n");
+    let s = Sandbox::with_limits(":1\n");
     let missing = s.root.join("no-such-program");
     passes(&s.user(A).env("OVERLIMIT_NOTIFY", &missing).run());
     let o = s.user(A).env("OVERLIMIT_NOTIFY", &missing).run();
