@@ -168,22 +168,6 @@ fn check_of_a_file_that_cannot_be_read_exits_2() {
     assert_eq!(s.admin(&["check"]).code(), 2);
 }
 
-/// xorshift64: the same pseudo-random files on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Random bytes, half of them drawn from what control lines are made of so
 /// that the parser gets past its first checks.
 fn random_file(rng: &mut Rng) -> Vec<u8> {

@@ -348,18 +348,6 @@ fn compile_without_a_control_file_fails_and_writes_nothing() {
     assert!(!cdb(&s).exists());
 }
 
-/// A small generator so damage lands in a different place each time, the
-/// same places each run.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// Asserts the plug-in answered as for a client under its limit (the text
 /// says so, and a damaged cdb may only fail open), quickly, and logged
 /// nothing but its own lines.

@@ -16,40 +16,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-/// A small generator, so kills land at different moments each wave and at
-/// the same moments each run.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// `"key":N` in `overlimit status --json` output.
-fn number(json: &str, key: &str) -> u64 {
-    let pat = format!("\"{key}\":");
-    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
-    let digits: String = json[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().unwrap_or_else(|_| panic!("{key} in {json}"))
-}
-
 /// `overlimit status --json CLIENT`, which fails on a counter that does not
 /// parse: (classic count, count in the 1h window).
 fn status(s: &Sandbox, client: &str) -> (u64, u64) {
-    let o = s.admin(&["status", "--json", client]).run();
-    assert_eq!(o.code, Some(0), "status of {client}: {o:?}");
-    let window = o
-        .stdout
+    let json = s.status_json(client);
+    let window = json
         .split("{\"period\":3600,")
         .nth(1)
-        .map_or(0, |w| number(w, "count"));
-    (number(&o.stdout, "count"), window)
+        .map_or(0, |w| json_number(w, "count"));
+    (json_number(&json, "count"), window)
 }
 
 /// Asserts one log line from the plug-in containing `what`.
@@ -317,14 +292,14 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
         assert_eq!(o.code, Some(0), "{o:?}");
         o.stdout
     };
-    assert_eq!(number(&status("old@example.com"), "count"), 4);
+    assert_eq!(json_number(&status("old@example.com"), "count"), 4);
     let all = s.admin(&["status"]).env("OVERLIMITDIR", &dir).run();
     assert_eq!(all.code, Some(0), "{all:?}");
     // With room again, the new client counts from zero.
     drop(filler);
     std::fs::remove_file(dir.join(".filler")).unwrap();
     assert_eq!(call("new@example.com").code(), 112);
-    assert_eq!(number(&status("new@example.com"), "count"), 1);
+    assert_eq!(json_number(&status("new@example.com"), "count"), 1);
 }
 
 /// Where mounting is not allowed, a write error can still be provoked: a

@@ -11,20 +11,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-/// The classic count in a counter file: its `total` line, or the size of a
-/// seed-script file of `X`s.
-fn total(s: &Sandbox, file: &str) -> Option<u64> {
-    let bytes = s.counter(file)?;
-    if bytes.iter().all(|&b| b == b'X') {
-        return Some(bytes.len() as u64);
-    }
-    let text = String::from_utf8(bytes).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("total "))?
-        .parse()
-        .ok()
-}
-
 /// The names in a directory.
 fn entries(dir: &Path) -> BTreeSet<OsString> {
     std::fs::read_dir(dir)
@@ -106,7 +92,7 @@ fn relayclient_set_but_empty_is_a_relay_client() {
     };
     passes(run());
     refused(run());
-    assert_eq!(total(&s, "192.0.2.1"), Some(1));
+    assert_eq!(s.total("192.0.2.1"), Some(1));
 }
 
 #[test]
@@ -119,7 +105,7 @@ fn recipients_in_rcpthosts_are_neither_counted_nor_refused() {
     // Even a client at its limit may still send to local recipients.
     passes(s.ip("192.0.2.1"));
     passes(s.ip("192.0.2.1").env("RCPTHOSTS", "1"));
-    assert_eq!(total(&s, "192.0.2.1"), Some(1));
+    assert_eq!(s.total("192.0.2.1"), Some(1));
 }
 
 #[test]
@@ -262,7 +248,7 @@ fn without_a_default_line_other_clients_are_unlimited_and_still_counted() {
     for _ in 0..10 {
         passes(s.user("a@example.com"));
     }
-    assert_eq!(total(&s, "a@example.com"), Some(10));
+    assert_eq!(s.total("a@example.com"), Some(10));
 }
 
 #[test]
@@ -272,8 +258,8 @@ fn without_a_control_file_every_client_is_unlimited_and_still_counted() {
         passes(s.user("a@example.com"));
         passes(s.ip("192.0.2.1"));
     }
-    assert_eq!(total(&s, "a@example.com"), Some(10));
-    assert_eq!(total(&s, "192.0.2.1"), Some(10));
+    assert_eq!(s.total("a@example.com"), Some(10));
+    assert_eq!(s.total("192.0.2.1"), Some(10));
 }
 
 #[test]
@@ -288,7 +274,7 @@ fn zero_means_unlimited() {
     for _ in 0..5 {
         passes(s.user("c@example.com"));
     }
-    assert_eq!(total(&s, "c@example.com"), Some(5));
+    assert_eq!(s.total("c@example.com"), Some(5));
 }
 
 #[test]
@@ -375,7 +361,7 @@ fn a_limit_of_n_lets_exactly_n_through() {
             assert_eq!(o.fd4, "", "no reply line unless OVERLIMIT_REPLY is set");
         }
         // A refused recipient raises no count.
-        assert_eq!(total(&s, "a@example.com"), Some(n));
+        assert_eq!(s.total("a@example.com"), Some(n));
     }
 }
 
@@ -398,17 +384,17 @@ fn a_seed_script_x_file_counts_its_size_and_counting_goes_on_from_there() {
     passes(s.user("a@example.com"));
     passes(s.user("a@example.com"));
     refused(s.user("a@example.com"));
-    assert_eq!(total(&s, "a@example.com"), Some(5));
+    assert_eq!(s.total("a@example.com"), Some(5));
     assert!(!s.counter("a@example.com").unwrap().starts_with(b"X"));
     // A file already over the limit is refused at once, and keeps its count.
     std::fs::write(s.dir().join("192.0.2.1"), "X".repeat(7)).unwrap();
     let line = refused(s.ip("192.0.2.1"));
     assert!(line.contains("7 counted"), "{line}");
-    assert_eq!(total(&s, "192.0.2.1"), Some(7));
+    assert_eq!(s.total("192.0.2.1"), Some(7));
     // The seed script's `touch`ed empty file is a count of zero.
     std::fs::write(s.dir().join("b@example.com"), "").unwrap();
     passes(s.user("b@example.com"));
-    assert_eq!(total(&s, "b@example.com"), Some(1));
+    assert_eq!(s.total("b@example.com"), Some(1));
 }
 
 #[test]
@@ -450,7 +436,7 @@ fn monitor_mode_lets_over_limit_recipients_pass_logs_and_counts_them() {
             assert!(line.contains("would refuse") && line.contains("a@example.com"));
             assert_eq!(o.fd4, "", "no reply line with 112");
         }
-        assert_eq!(total(&s, "a@example.com"), Some(3));
+        assert_eq!(s.total("a@example.com"), Some(3));
     }
 }
 
@@ -460,7 +446,7 @@ fn monitor_set_to_zero_or_empty_is_off() {
         let s = Sandbox::with_limits(":1\n");
         passes(s.user("a@example.com").env("OVERLIMIT_MONITOR", off));
         refused(s.user("a@example.com").env("OVERLIMIT_MONITOR", off));
-        assert_eq!(total(&s, "a@example.com"), Some(1));
+        assert_eq!(s.total("a@example.com"), Some(1));
     }
 }
 
@@ -543,10 +529,10 @@ fn a_held_lock_is_waited_for_about_a_second_then_is_an_internal_error() {
             o.elapsed
         );
     }
-    assert_eq!(total(&s, "a@example.com"), Some(1));
+    assert_eq!(s.total("a@example.com"), Some(1));
     drop(held);
     passes(s.user("a@example.com"));
-    assert_eq!(total(&s, "a@example.com"), Some(2));
+    assert_eq!(s.total("a@example.com"), Some(2));
 }
 
 #[test]
@@ -564,7 +550,7 @@ fn a_counter_removed_while_the_plugin_waits_for_it_is_started_again() {
     let o = waiting.finish();
     assert_eq!((o.code, o.stderr.as_str()), (Some(112), ""), "{o:?}");
     // Counted on the new file at the path, not the removed one.
-    assert_eq!(total(&s, "a@example.com"), Some(1));
+    assert_eq!(s.total("a@example.com"), Some(1));
 }
 
 // ---- Hostile input ----------------------------------------------------------
@@ -890,7 +876,7 @@ fn many_plugins_at_once_let_exactly_the_limit_through() {
             .collect();
         assert!(slow.is_empty(), "internal errors: {slow:?}");
         assert_eq!((count(&out, 112), count(&out, 113)), (25, 35), "{file}");
-        assert_eq!(total(&s, file), Some(25));
+        assert_eq!(s.total(file), Some(25));
     }
 }
 
@@ -923,7 +909,7 @@ fn a_plugin_killed_at_any_instant_loses_no_accepted_recipient() {
         let status = s.admin(&["status", "a@example.com"]).run();
         assert_eq!(status.code, Some(0), "{status:?}");
     }
-    let t = total(&s, "a@example.com").unwrap();
+    let t = s.total("a@example.com").unwrap();
     assert!(
         accepted <= t && t <= accepted + killed,
         "count {t}, accepted {accepted}, killed {killed}"

@@ -35,27 +35,14 @@ const CLIENTS: [(&str, u64); 8] = [
 const WORKERS: usize = 8;
 const CALLS: usize = 240;
 
-/// `"key":N` in `overlimit status --json` output.
-fn number(json: &str, key: &str) -> u64 {
-    let pat = format!("\"{key}\":");
-    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
-    let digits: String = json[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().unwrap()
-}
-
 /// The count in a client's 1h window.
 fn window(s: &Sandbox, client: &str) -> u64 {
-    let o = s.admin(&["status", "--json", client]).run();
-    assert_eq!(o.code, Some(0), "{o:?}");
-    let w = o
-        .stdout
+    let json = s.status_json(client);
+    let w = json
         .split("{\"period\":3600,")
         .nth(1)
-        .unwrap_or_else(|| panic!("no 1h window for {client}: {o:?}"));
-    number(w, "count")
+        .unwrap_or_else(|| panic!("no 1h window for {client}: {json}"));
+    json_number(w, "count")
 }
 
 #[test]

@@ -9,20 +9,6 @@ use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The classic count in a counter file: its `total` line, or the size of a
-/// seed-script file of `X`s.
-fn total(s: &Sandbox, file: &str) -> Option<u64> {
-    let bytes = s.counter(file)?;
-    if bytes.iter().all(|&b| b == b'X') {
-        return Some(bytes.len() as u64);
-    }
-    let text = String::from_utf8(bytes).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("total "))?
-        .parse()
-        .ok()
-}
-
 /// The number after `"KEY":` in `overlimit status --json CLIENT`; for
 /// `windows` the count of the first window.
 fn status_number(s: &Sandbox, client: &str, key: &str) -> u64 {
@@ -72,7 +58,7 @@ fn the_sweep_resets_the_seed_scripts_x_files() {
     std::fs::write(s.dir().join("a@example.com"), "XXXXX").unwrap();
     assert_eq!(send(&s, "a@example.com"), 113);
     assert_eq!(sweep(&s, &[]), "");
-    assert_eq!(total(&s, "a@example.com"), None);
+    assert_eq!(s.total("a@example.com"), None);
     assert_eq!(send(&s, "a@example.com"), 112);
 }
 
@@ -96,13 +82,13 @@ fn keep_overlimit_keeps_clients_at_or_over_their_classic_limit_and_resets_the_re
         "{out}"
     );
     // The kept ones keep their counts and stay refused...
-    assert_eq!(total(&s, "at@example.com"), Some(3));
-    assert_eq!(total(&s, "over@example.com"), Some(5));
+    assert_eq!(s.total("at@example.com"), Some(3));
+    assert_eq!(s.total("over@example.com"), Some(5));
     assert_eq!(send(&s, "at@example.com"), 113);
     assert_eq!(send(&s, "over@example.com"), 113);
     // ...the others start again, the unlimited one included.
-    assert_eq!(total(&s, "under@example.com"), None);
-    assert_eq!(total(&s, "free@example.com"), None);
+    assert_eq!(s.total("under@example.com"), None);
+    assert_eq!(s.total("free@example.com"), None);
     let codes: Vec<i32> = (0..4).map(|_| send(&s, "under@example.com")).collect();
     assert_eq!(codes, [112, 112, 112, 113]);
     // A plain sweep ends the ban.
@@ -161,7 +147,7 @@ fn the_sweep_locks_each_counter_before_changing_it() {
         running.child.try_wait().unwrap().is_none(),
         "the sweep went on without the lock"
     );
-    assert_eq!(total(&s, "a@example.com"), Some(1));
+    assert_eq!(s.total("a@example.com"), Some(1));
     drop(held);
     let o = running.finish();
     assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
@@ -230,7 +216,7 @@ fn the_sweep_never_follows_a_symlink_or_touches_what_is_not_a_counter_file() {
         .is_symlink());
     assert_eq!(s.counter("junk").unwrap(), b"not a counter\n");
     // The real counter was still swept.
-    assert_eq!(total(&s, "a@example.com"), None);
+    assert_eq!(s.total("a@example.com"), None);
 }
 
 #[test]
@@ -269,7 +255,7 @@ fn a_usage_error_exits_2_with_the_usage_on_stderr() {
         assert_eq!(o.stdout, "");
     }
     // Nothing was swept.
-    assert_eq!(total(&s, "a@example.com"), Some(1));
+    assert_eq!(s.total("a@example.com"), Some(1));
     let o = s.sweep(&["--help"]).run();
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(o.stdout.contains("usage: overlimit-sweep"), "{o:?}");

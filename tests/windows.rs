@@ -65,25 +65,6 @@ fn until_accepted(make: impl Fn() -> Run, since: Instant, limit: Duration) -> (T
     }
 }
 
-/// The text of `overlimit status --json CLIENT`.
-fn status_json(s: &Sandbox, client: &str) -> String {
-    let o = s.admin(&["status", "--json", client]).run();
-    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
-    o.stdout
-}
-
-/// The number after the first `"KEY":` in `json`.
-fn number(json: &str, key: &str) -> u64 {
-    let after = json
-        .split(&format!("\"{key}\":"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {key} in {json}"));
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -171,7 +152,7 @@ fn every_window_on_a_line_must_hold() {
     let o = s.user(A).run();
     let line = refused(&o);
     assert!(line.contains("limit 3/1h reached (3 counted"), "{line}");
-    let json = status_json(&s, A);
+    let json = s.status_json(A);
     assert!(json.contains("{\"period\":3600,\"count\":3}"), "{json}");
 
     // The long window binds although the short one has room.
@@ -210,10 +191,10 @@ fn refused_attempts_are_tallied_apart_and_never_extend_the_block() {
     // ...and one attempt every 50 ms after it; room still frees as if none
     // had been made.
     let (_, more) = until_accepted(|| s.ip(CLIENT), first.start, Duration::from_secs(4));
-    let json = status_json(&s, CLIENT);
-    assert_eq!(number(&json, "refused"), 25 + more, "{json}");
+    let json = s.status_json(CLIENT);
+    assert_eq!(json_number(&json, "refused"), 25 + more, "{json}");
     // Only accepted recipients are counted, in the window and in the total.
-    assert_eq!(number(&json, "count"), 2, "{json}");
+    assert_eq!(json_number(&json, "count"), 2, "{json}");
     assert!(json.contains("{\"period\":2,\"count\":1}"), "{json}");
 }
 

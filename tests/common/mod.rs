@@ -303,3 +303,57 @@ pub fn count(outcomes: &[Outcome], code: i32) -> usize {
 pub fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
+
+/// xorshift64: pseudo-random, the same sequence on every run, so a failure
+/// can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The number after the first `"KEY":` in `json` (status --json holds only
+/// non-negative integers).
+pub fn json_number(json: &str, key: &str) -> u64 {
+    let after = json
+        .split(&format!("\"{key}\":"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+impl Sandbox {
+    /// The classic count in a counter file: its `total` line, or the size of
+    /// a seed-script file of `X`s.
+    pub fn total(&self, file: &str) -> Option<u64> {
+        let bytes = self.counter(file)?;
+        if bytes.iter().all(|&b| b == b'X') {
+            return Some(bytes.len() as u64);
+        }
+        let text = String::from_utf8(bytes).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("total "))?
+            .parse()
+            .ok()
+    }
+
+    /// The text of `overlimit status --json CLIENT`, which exits 0 only when
+    /// the counter reads.
+    pub fn status_json(&self, client: &str) -> String {
+        let o = self.admin(&["status", "--json", client]).run();
+        assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
+        o.stdout
+    }
+}
