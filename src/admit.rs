@@ -143,10 +143,10 @@ pub fn admit_n(
         counters[0].refused = counters[0].refused.saturating_add(n);
         counters[0].last_refused = now;
     }
-    // Every text is checked against the file-size limit before the first is
-    // written, so such a refusal leaves all the counters as they were.
+    // The longest text is checked against the file-size limit before the
+    // first is written, so such a refusal leaves all the counters as they were.
     let texts: Vec<Vec<u8>> = counters.iter().map(Counter::to_text).collect();
-    for (l, text) in locked.iter().zip(&texts) {
+    if let Some((l, text)) = locked.iter().zip(&texts).max_by_key(|(_, t)| t.len()) {
         fits_size_limit(&l.path, text.len())?;
     }
     for (mut l, text) in locked.into_iter().zip(&texts) {
