@@ -65,6 +65,18 @@ fn fnv64(bytes: &[u8], seed: u64) -> u64 {
     })
 }
 
+/// How a counter is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write, created if missing: the plug-in.
+    Create,
+    /// Read and write, only if it exists: the sweep and `reset`.
+    Existing,
+    /// Read only, under a shared lock: `status`, which must work on a
+    /// filesystem gone read-only and change nothing, not even a mode.
+    Read,
+}
+
 /// A counter file, locked until dropped.
 pub struct Locked {
     pub path: PathBuf,
@@ -76,7 +88,7 @@ impl Locked {
     /// Opens (creating it) and locks the counter `name` in `dir`, giving up at
     /// `deadline`.
     pub fn open(dir: &Path, name: &str, deadline: Instant) -> Result<Locked, Internal> {
-        Locked::open_with(dir, name, deadline, true).map(|l| l.unwrap())
+        Locked::open_with(dir, name, deadline, Access::Create).map(|l| l.unwrap())
     }
 
     /// As `open`, but `None` where the counter does not exist (never creates).
@@ -85,20 +97,31 @@ impl Locked {
         name: &str,
         deadline: Instant,
     ) -> Result<Option<Locked>, Internal> {
-        Locked::open_with(dir, name, deadline, false)
+        Locked::open_with(dir, name, deadline, Access::Existing)
+    }
+
+    /// As `open_existing`, but read-only under a shared lock: for reading,
+    /// never for `write`.
+    pub fn open_to_read(
+        dir: &Path,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Option<Locked>, Internal> {
+        Locked::open_with(dir, name, deadline, Access::Read)
     }
 
     fn open_with(
         dir: &Path,
         name: &str,
         deadline: Instant,
-        create: bool,
+        access: Access,
     ) -> Result<Option<Locked>, Internal> {
         let path = dir.join(name);
+        let create = access == Access::Create;
         loop {
             let file = match OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(access != Access::Read)
                 .create(create)
                 .mode(0o660)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -108,8 +131,11 @@ impl Locked {
                 Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(fail("open", &path, e)),
             };
-            check_plain(&file, &path)?;
-            lock(&file, &path, deadline)?;
+            let m = check_plain(&file, &path)?;
+            if access != Access::Read {
+                share_with_group(&file, &path, &m)?;
+            }
+            lock(&file, &path, deadline, access != Access::Read)?;
             // The lock is ours; is the file still the counter at `path`?
             let here = file.metadata().map_err(|e| fail("fstat", &path, e))?;
             match std::fs::symlink_metadata(&path) {
@@ -199,7 +225,7 @@ pub fn fits_size_limit(path: &Path, len: usize) -> Result<(), Internal> {
 
 /// Refuses anything but a regular file with a single link: a planted hard
 /// link would let a write reach a file outside the directory.
-fn check_plain(file: &File, path: &Path) -> Result<(), Internal> {
+fn check_plain(file: &File, path: &Path) -> Result<std::fs::Metadata, Internal> {
     let m = file.metadata().map_err(|e| fail("fstat", path, e))?;
     if !m.file_type().is_file() {
         return Err(Internal(format!(
@@ -214,7 +240,7 @@ fn check_plain(file: &File, path: &Path) -> Result<(), Internal> {
             m.nlink()
         )));
     }
-    share_with_group(file, path, &m)
+    Ok(m)
 }
 
 /// Makes a counter this process owns readable and writable by its group. The
@@ -232,13 +258,18 @@ fn share_with_group(file: &File, path: &Path, m: &std::fs::Metadata) -> Result<(
     Ok(())
 }
 
-/// Takes the exclusive lock, waiting no later than `deadline`. The common
-/// case, no contention, costs one `flock`. Otherwise a thread waits in a
-/// blocking `flock` (the kernel queues waiters, which polling would not) and
-/// the caller gives up at the deadline; a lock the thread takes later belongs
-/// to a file this process has stopped using.
-fn lock(file: &File, path: &Path, deadline: Instant) -> Result<(), Internal> {
-    match file.try_lock() {
+/// Takes the lock, exclusive or shared, waiting no later than `deadline`.
+/// The common case, no contention, costs one `flock`. Otherwise a thread
+/// waits in a blocking `flock` (the kernel queues waiters, which polling
+/// would not) and the caller gives up at the deadline; a lock the thread
+/// takes later belongs to a file this process has stopped using.
+fn lock(file: &File, path: &Path, deadline: Instant, exclusive: bool) -> Result<(), Internal> {
+    let tried = if exclusive {
+        file.try_lock()
+    } else {
+        file.try_lock_shared()
+    };
+    match tried {
         Ok(()) => return Ok(()),
         Err(TryLockError::WouldBlock) => {}
         Err(TryLockError::Error(e)) => return Err(fail("flock", path, e)),
@@ -250,7 +281,11 @@ fn lock(file: &File, path: &Path, deadline: Instant) -> Result<(), Internal> {
     std::thread::Builder::new()
         .stack_size(64 * 1024)
         .spawn(move || {
-            let _ = tx.send(waiter.lock());
+            let _ = tx.send(if exclusive {
+                waiter.lock()
+            } else {
+                waiter.lock_shared()
+            });
         })
         .map_err(|e| fail("start a lock waiter for", path, e))?;
     let wait = deadline.saturating_duration_since(Instant::now());

@@ -302,6 +302,51 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     assert_eq!(json_number(&status("new@example.com"), "count"), 1);
 }
 
+/// After I/O errors ext4 and XFS remount themselves read-only
+/// (`errors=remount-ro`); every write then fails with EROFS. A remount of the
+/// tmpfs provokes the same.
+#[test]
+fn a_counter_directory_on_a_filesystem_gone_read_only_fails_open_and_keeps_its_counts() {
+    let s = Sandbox::with_limits(":100\n@example.com:1000\n");
+    let dir = s.root.join("ro");
+    std::fs::create_dir(&dir).unwrap();
+    let _fs = match Tmpfs::mount(&dir, "1m") {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a tmpfs: {why}");
+            return;
+        }
+    };
+    let call = |user: &str| s.user(user).env("OVERLIMITDIR", &dir);
+    for _ in 0..2 {
+        assert_eq!(call("old@example.com").code(), 112);
+    }
+    let remount = |how: &str| {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "remount {how}: {o:?}");
+    };
+    remount("ro");
+    fails_open_or_closed(|| call("old@example.com"), "Read-only file system");
+    fails_open_or_closed(|| call("new@example.com"), "Read-only file system");
+    // The counts are where they were, readable; writable again, they go on.
+    let count = |client: &str| {
+        let json = s
+            .admin(&["status", "--json", client])
+            .env("OVERLIMITDIR", &dir)
+            .run();
+        assert_eq!(json.code, Some(0), "{json:?}");
+        json_number(&json.stdout, "count")
+    };
+    assert_eq!((count("old@example.com"), count("@example.com")), (2, 2));
+    remount("rw");
+    assert_eq!(call("old@example.com").code(), 112);
+    assert_eq!((count("old@example.com"), count("@example.com")), (3, 3));
+}
+
 /// Where mounting is not allowed, a write error can still be provoked: a
 /// file-size limit (`softlimit -f` in a run script) makes the kernel cut a
 /// write short and raise SIGXFSZ.

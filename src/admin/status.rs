@@ -86,7 +86,7 @@ fn row(
     now: u64,
 ) -> Result<Option<Row>, crate::error::Internal> {
     let deadline = Instant::now() + Duration::from_secs(2);
-    let Some(locked) = Locked::open_existing(dir, file, deadline)? else {
+    let Some(locked) = Locked::open_to_read(dir, file, deadline)? else {
         return Ok(None);
     };
     let Some(mut counter) = locked.read()? else {
