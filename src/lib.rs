@@ -10,10 +10,12 @@
 //! - `sweep`: the cron job's reset;
 //! - `local`: the sendmail wrapper and its counter, for mail from PHP;
 //! - `admin`: the administrator's subcommands;
-//! - `config`, `error`, `log`: environment, internal errors, diagnostics.
+//! - `config`, `error`, `log`: environment, internal errors, diagnostics;
+//! - `bytes`: fast byte searches for the control-file scan.
 
 pub mod admin;
 pub mod admit;
+pub mod bytes;
 pub mod cdb;
 pub mod client;
 pub mod compiled;

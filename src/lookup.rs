@@ -6,6 +6,7 @@
 //! users) or the longest matching range (for addresses); else the default line;
 //! else unlimited. A user's `@domain` line adds a shared domain counter.
 
+use crate::bytes::find;
 use crate::client::{parse_ip, printable, Client};
 use crate::compiled;
 use crate::control::{clean, split, Net};
@@ -123,7 +124,7 @@ where
             }
             return Ok(());
         }
-        let (part, used, ends) = match buf.iter().position(|&b| b == b'\n') {
+        let (part, used, ends) = match find(b'\n', buf) {
             Some(i) => (&buf[..i], i + 1, true),
             None => (buf, buf.len(), false),
         };
