@@ -43,12 +43,17 @@ pub fn run(control: &Path) -> i32 {
         eprintln!("{w}");
     }
     println!(
-        "{shown}: {} entries, {} errors, {} warnings",
-        parsed.entries.len(),
-        parsed.errors.len(),
-        warnings.len()
+        "{shown}: {}, {}, {}",
+        counted(parsed.entries.len(), "entry", "entries"),
+        counted(parsed.errors.len(), "error", "errors"),
+        counted(warnings.len(), "warning", "warnings")
     );
     i32::from(!parsed.errors.is_empty())
+}
+
+/// "1 error", "2 errors".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Overridden lines, masked ranges and shadowed ranges, in line order.
