@@ -76,7 +76,6 @@ pub fn records(text: &Metadata, entries: &[(usize, Entry)]) -> Vec<(Vec<u8>, Vec
 /// `Ok(None)` sends the caller to the text.
 pub fn resolve(
     control: &Path,
-    text: Option<&Metadata>,
     client: &Client,
     notes: &mut Vec<String>,
 ) -> Result<Option<Resolved>, Internal> {
@@ -92,7 +91,13 @@ pub fn resolve(
         Err(e) => return Err(fail("open", &path, e)),
     };
     let get = |key: &[u8]| db.get(key).map_err(|e| fail("read", &path, e));
-    let current = match (get(SOURCE)?, text) {
+    // The text is looked at only now: most servers have no cdb at all.
+    let text = match std::fs::metadata(control) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(fail("stat", control, e)),
+    };
+    let current = match (get(SOURCE)?, &text) {
         (Some(stamp), Some(m)) => stamp == fingerprint(m),
         _ => false,
     };

@@ -56,18 +56,12 @@ pub fn resolve(
     client: &Client,
     notes: &mut Vec<String>,
 ) -> Result<Resolved, Internal> {
-    let text = match std::fs::metadata(control) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(fail("stat", control, e)),
-    };
-    if let Some(found) = compiled::resolve(control, text.as_ref(), client, notes)? {
+    if let Some(found) = compiled::resolve(control, client, notes)? {
         return Ok(found);
     }
-    if text.is_none() {
+    let Some(file) = open_text(control)? else {
         return Ok(Resolved::default());
-    }
-    let file = open_text(control)?;
+    };
     let mut scan = Scan::new(client);
     for_each_line(file, |number, line| match line {
         Ok(line) => scan.line(number, line, notes),
@@ -85,13 +79,18 @@ pub fn resolve(
     Ok(scan.finish())
 }
 
-/// Opens the text without hanging on a FIFO and refuses anything but a file.
-pub fn open_text(control: &Path) -> Result<File, Internal> {
-    let file = OpenOptions::new()
+/// Opens the text without hanging on a FIFO and refuses anything but a file;
+/// `Ok(None)` when it does not exist.
+pub fn open_text(control: &Path) -> Result<Option<File>, Internal> {
+    let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(control)
-        .map_err(|e| fail("open", control, e))?;
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail("open", control, e)),
+    };
     let m = file.metadata().map_err(|e| fail("fstat", control, e))?;
     if !m.is_file() {
         return Err(Internal(format!(
@@ -99,7 +98,7 @@ pub fn open_text(control: &Path) -> Result<File, Internal> {
             control.display()
         )));
     }
-    Ok(file)
+    Ok(Some(file))
 }
 
 /// A line over `MAX_LINE` bytes.

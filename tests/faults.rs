@@ -593,3 +593,66 @@ fn symlinks_and_hard_links_planted_in_the_counter_directory_are_neither_followed
         assert!(m.file_type().is_symlink(), "{name} still the planted link");
     }
 }
+
+// ---- Memory caps ----------------------------------------------------------------
+
+/// The bytes the program's loadable segments take once mapped (ELF64,
+/// little-endian: the PT_LOAD entries of its program header table).
+fn image_size(program: &str) -> u64 {
+    let elf = std::fs::read(program).unwrap();
+    let u16_at = |at: usize| u64::from(u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()));
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "a 64-bit ELF file");
+    let (table, entry, count) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..count)
+        .map(|i| (table + i * entry) as usize)
+        .filter(|&at| elf[at..at + 4] == [1, 0, 0, 0])
+        .map(|at| u64_at(at + 0x28).div_ceil(4096) * 4096)
+        .sum()
+}
+
+/// Run scripts cap qmail-smtpd's memory with `softlimit -m 2000000`, which
+/// sets the address space, data and stack limits (and locked memory), and
+/// the plug-in inherits them. The release image is about 1.3 MB, so it must
+/// count, look up a compiled or a long text control file, and wait for a
+/// lock (a thread) in the 700,000 bytes left. The cap here is the image
+/// under test (a debug build's is larger) plus those 700,000; `make bench`
+/// checks the release build under the real 2,000,000.
+#[test]
+fn the_plugin_works_under_softlimit_m_2000000() {
+    let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
+        eprintln!("skipped: prlimit (util-linux) not installed");
+        return;
+    };
+    let cap = image_size(PLUGIN) + 700_000;
+    let limits = ["as", "data", "stack"].map(|l| format!("--{l}={cap}"));
+    let softlimit = [prlimit, &limits[0], &limits[1], &limits[2]];
+    let mut text = String::from(":1000\n");
+    for i in 0..20_000 {
+        text.push_str(&format!("user{i}@example.com:{}/1h,500\n", 100 + i % 900));
+    }
+    text.push_str("capped@example.com:3\n");
+    let s = Sandbox::with_limits(&text);
+    let call = || wrapped(&s, "capped@example.com", &softlimit);
+    for compiled in [false, true] {
+        if compiled {
+            assert_eq!(s.admin(&["compile"]).code(), 0);
+        }
+        let _ = std::fs::remove_file(s.dir().join("capped@example.com"));
+        for _ in 0..3 {
+            let o = call().run();
+            assert_eq!((o.code, o.stderr.as_str()), (Some(112), ""), "{o:?}");
+        }
+        let o = call().run();
+        assert_eq!(o.code, Some(113), "compiled {compiled}: {o:?}");
+    }
+    // The lock waiter's thread fits too: a refusal to start it would be logged
+    // as "start a lock waiter", not "lock not granted".
+    let Some(_holder) = Holder::new(&s.dir().join("capped@example.com")) else {
+        eprintln!("skipped: flock (util-linux) not installed");
+        return;
+    };
+    let o = call().run();
+    assert_eq!(o.code, Some(112), "{o:?}");
+    logged(&o, "lock not granted");
+}

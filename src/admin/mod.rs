@@ -22,11 +22,9 @@ pub struct Parsed {
 
 /// Reads the whole control file. `Ok(None)`: it does not exist.
 pub fn parse_file(control: &Path) -> Result<Option<Parsed>, Internal> {
-    match std::fs::metadata(control) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        _ => {}
-    }
-    let file = open_text(control)?;
+    let Some(file) = open_text(control)? else {
+        return Ok(None);
+    };
     let meta = file.metadata().map_err(|e| fail("fstat", control, e))?;
     let mut parsed = Parsed {
         meta,

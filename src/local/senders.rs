@@ -10,7 +10,6 @@ use crate::client::{printable, Client};
 use crate::control::clean;
 use crate::error::{fail, Internal};
 use crate::lookup::{for_each_line, open_text, TooLong};
-use std::io;
 use std::path::Path;
 
 pub const DEFAULT_SENDERS: &str = "/var/qmail/control/overlimit-senders";
@@ -27,12 +26,9 @@ pub struct Senders {
 /// The lines of `path` for `login` (compared exactly: login names are case
 /// sensitive). A missing file lists nothing; `notes` gets the bad lines.
 pub fn for_login(path: &Path, login: &[u8], notes: &mut Vec<String>) -> Result<Senders, Internal> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Senders::default()),
-        Err(e) => return Err(fail("stat", path, e)),
-        Ok(_) => {}
-    }
-    let file = open_text(path)?;
+    let Some(file) = open_text(path)? else {
+        return Ok(Senders::default());
+    };
     let mut found = Senders::default();
     let mut buf = Vec::new();
     for_each_line(file, |number, line| match line {
