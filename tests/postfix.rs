@@ -1,7 +1,8 @@
 //! sendmail-overlimit in front of a real MTA: Debian's Postfix, a private
 //! instance (its own configuration, queue and mail spool in a temporary
 //! directory, no network service), mail sent through the wrapper and found
-//! in local mailboxes, over-limit mail never handed to Postfix at all.
+//! in local mailboxes, over-limit mail never handed to Postfix at all, and
+//! one name shared by a site and an SMTP user stopping both paths at once.
 //!
 //! Postfix is installed by .ci/run from scripts/debian-packages. Without it,
 //! or without root (Postfix's daemons start as root), the test fails with the
@@ -14,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const WRAPPER: &str = env!("CARGO_BIN_EXE_sendmail-overlimit");
+const PLUGIN: &str = env!("CARGO_BIN_EXE_rcptcheck-overlimit");
 const POSTFIX: &str = "/usr/sbin/postfix";
 const SENDMAIL: &str = "/usr/sbin/sendmail";
 const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
@@ -146,6 +148,7 @@ default_transport = error:this test sends no mail out
             .env("MAIL_CONFIG", self.config())
             .env("RELAYLIMITS", self.root.join("relaylimits"))
             .env("OVERLIMITDIR", self.root.join("overlimit"))
+            .env("OVERLIMIT_SENDERS", self.root.join("overlimit-senders"))
             .args(["--sendmail", SENDMAIL])
             .args(args)
             .stdin(Stdio::piped())
@@ -159,6 +162,24 @@ default_transport = error:this test sends no mail out
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// The rcptcheck plug-in for SMTP AUTH user `user`, with the same control
+    /// file and counters, as qmail-smtpd would run it; its exit code.
+    fn smtp_recipient(&self, user: &str) -> Option<i32> {
+        Command::new(PLUGIN)
+            .env_clear()
+            .env("RELAYLIMITS", self.root.join("relaylimits"))
+            .env("OVERLIMITDIR", self.root.join("overlimit"))
+            .env("RELAYCLIENT", "")
+            .env("SMTPAUTHUSER", user)
+            .env("RECIPIENT", "someone@remote.example")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
     }
 
     /// The mbox of `user` in the private spool.
@@ -296,4 +317,29 @@ fn mail_through_the_wrapper_is_delivered_and_over_limit_mail_never_reaches_postf
         .unwrap()
         .count();
     assert_eq!(maildrop, 0);
+
+    // One name for a site and an SMTP user: the site's account (root here)
+    // is mapped to info@example.com, which also logs in over SMTP. Both
+    // paths count on one counter and stop at its one limit.
+    std::fs::write(pf.root.join("relaylimits"), "info@example.com:4\n").unwrap();
+    std::fs::write(pf.root.join("overlimit-senders"), "root:info@example.com\n").unwrap();
+    assert_eq!(pf.smtp_recipient("info@example.com"), Some(112));
+    assert_eq!(pf.smtp_recipient("info@example.com"), Some(112));
+    let shared = "To: nobody@localhost, root@localhost\nSubject: shared\n\ntoken-shared\n";
+    let (code, err) = pf.send(&["-t", "-i"], shared);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    // Four counted: SMTP is refused now, and so is the site.
+    assert_eq!(pf.smtp_recipient("info@example.com"), Some(113));
+    let late = "To: nobody@localhost\nSubject: late\n\ntoken-late\n";
+    let (code, err) = pf.send(&["-t", "-i"], late);
+    assert_eq!(code, Some(111), "{err}");
+    assert!(
+        err.contains("refused info@example.com: limit 4 reached (4 counted"),
+        "{err}"
+    );
+    pf.wait_for("nobody", 3);
+    pf.wait_until_empty();
+    assert_eq!((pf.delivered("nobody"), pf.delivered("root")), (3, 2));
+    assert!(pf.mailbox("nobody").contains("token-shared"));
+    assert!(!pf.mailbox("nobody").contains("token-late"));
 }
