@@ -4,6 +4,11 @@
 
 /// The index of the first `byte` in `hay`.
 pub fn find(byte: u8, hay: &[u8]) -> Option<usize> {
+    // An empty slice's pointer is dangling, which C does not allow even
+    // with a length of 0.
+    if hay.is_empty() {
+        return None;
+    }
     // SAFETY: the pointer and length describe `hay`, which outlives the call;
     // a result is a pointer into it.
     let at = unsafe { libc::memchr(hay.as_ptr().cast(), i32::from(byte), hay.len()) };
@@ -12,6 +17,9 @@ pub fn find(byte: u8, hay: &[u8]) -> Option<usize> {
 
 /// The index of the last `byte` in `hay`.
 pub fn find_last(byte: u8, hay: &[u8]) -> Option<usize> {
+    if hay.is_empty() {
+        return None;
+    }
     // SAFETY: as for `find`.
     let at = unsafe { libc::memrchr(hay.as_ptr().cast(), i32::from(byte), hay.len()) };
     (!at.is_null()).then(|| at as usize - hay.as_ptr() as usize)

@@ -104,6 +104,17 @@ fn recompiling_after_an_edit_makes_the_cdb_current_again() {
     let s = patched();
     let before = std::fs::metadata(cdb(&s)).unwrap().ino();
     s.limits("b@example.com:9\na@example.com:2\n");
+    // `check` warns of the stale cdb, and counts the warning.
+    let o = s.admin(&["check"]).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stderr.contains("relaylimits.cdb: warning: stale"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout.ends_with(": 2 entries, 0 errors, 1 warning\n"),
+        "{o:?}"
+    );
     compile(&s);
     // A new file renamed into place, never the old one rewritten: a plug-in
     // that has the old one open reads it whole.

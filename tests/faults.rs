@@ -216,7 +216,7 @@ fn a_lock_held_forever_by_another_process_is_given_up_after_about_a_second() {
             assert_eq!(o.code, Some(code), "{held} held: {o:?}");
             logged(o, "lock not granted");
             assert!(
-                o.elapsed >= Duration::from_millis(900) && o.elapsed < Duration::from_secs(5),
+                o.elapsed >= Duration::from_millis(900) && o.elapsed < Duration::from_secs(3),
                 "{held} held: {o:?}"
             );
         }
@@ -597,18 +597,26 @@ fn symlinks_and_hard_links_planted_in_the_counter_directory_are_neither_followed
 // ---- Memory caps ----------------------------------------------------------------
 
 /// The bytes the program's loadable segments take once mapped (ELF64,
-/// little-endian: the PT_LOAD entries of its program header table).
-fn image_size(program: &str) -> u64 {
+/// little-endian: the PT_LOAD entries of its program header table); `None`
+/// for a dynamically linked program (a PT_INTERP entry), whose loader and
+/// libraries would take more.
+fn image_size(program: &str) -> Option<u64> {
     let elf = std::fs::read(program).unwrap();
     let u16_at = |at: usize| u64::from(u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()));
     let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap());
     assert_eq!(&elf[..5], b"\x7fELF\x02", "a 64-bit ELF file");
     let (table, entry, count) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
-    (0..count)
-        .map(|i| (table + i * entry) as usize)
-        .filter(|&at| elf[at..at + 4] == [1, 0, 0, 0])
-        .map(|at| u64_at(at + 0x28).div_ceil(4096) * 4096)
-        .sum()
+    let headers: Vec<usize> = (0..count).map(|i| (table + i * entry) as usize).collect();
+    let kind = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().unwrap());
+    if headers.iter().any(|&at| kind(at) == 3) {
+        return None;
+    }
+    let loaded = headers.iter().filter(|&&at| kind(at) == 1);
+    Some(
+        loaded
+            .map(|&at| u64_at(at + 0x28).div_ceil(4096) * 4096)
+            .sum(),
+    )
 }
 
 /// Run scripts cap qmail-smtpd's memory with `softlimit -m 2000000`, which
@@ -624,7 +632,11 @@ fn the_plugin_works_under_softlimit_m_2000000() {
         eprintln!("skipped: prlimit (util-linux) not installed");
         return;
     };
-    let cap = image_size(PLUGIN) + 700_000;
+    let Some(image) = image_size(PLUGIN) else {
+        eprintln!("skipped: the plug-in is not a static binary on this target");
+        return;
+    };
+    let cap = image + 700_000;
     let limits = ["as", "data", "stack"].map(|l| format!("--{l}={cap}"));
     let softlimit = [prlimit, &limits[0], &limits[1], &limits[2]];
     let mut text = String::from(":1000\n");

@@ -134,14 +134,9 @@ impl Local {
         recorded(&self.s.root.join("sent"))
     }
 
-    /// The classic count (`total`) in a counter file; 0 if it is missing.
+    /// The classic count in a counter file; 0 if it is missing.
     fn total(&self, file: &str) -> u64 {
-        let Some(bytes) = self.s.counter(file) else {
-            return 0;
-        };
-        let text = String::from_utf8(bytes).unwrap();
-        let line = text.lines().find(|l| l.starts_with("total ")).unwrap();
-        line[6..].parse().unwrap()
+        self.s.total(file).unwrap_or(0)
     }
 
     fn own(&self) -> String {

@@ -12,19 +12,14 @@ use std::time::Duration;
 /// The number after `"KEY":` in `overlimit status --json CLIENT`; for
 /// `windows` the count of the first window.
 fn status_number(s: &Sandbox, client: &str, key: &str) -> u64 {
-    let o = s.admin(&["status", "--json", client]).run();
-    assert_eq!(o.code, Some(0), "{o:?}");
-    let text = match key {
-        "windows" => o.stdout.split("\"windows\":[").nth(1).unwrap_or_default(),
-        _ => &o.stdout,
-    };
-    let key = if key == "windows" { "count" } else { key };
-    let after = text
-        .split(&format!("\"{key}\":"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {key} in {}", o.stdout));
-    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().unwrap()
+    let json = s.status_json(client);
+    match key {
+        "windows" => json_number(
+            json.split("\"windows\":[").nth(1).unwrap_or_default(),
+            "count",
+        ),
+        _ => json_number(&json, key),
+    }
 }
 
 /// Sends one recipient for user `user`; returns the plug-in's exit code.

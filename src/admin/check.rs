@@ -1,7 +1,7 @@
 //! `overlimit check`: every bad line of the control file with its number and
 //! the reason, and warnings for lines that can never take effect.
 
-use super::{parse_file, Parsed};
+use super::{counted, parse_file, Parsed};
 use crate::compiled::{cdb_path, fingerprint};
 use crate::control::{Key, Net};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,21 +39,21 @@ pub fn run(control: &Path) -> i32 {
     for (line, w) in &warnings {
         eprintln!("{shown}:{line}: warning: {w}");
     }
-    if let Some(w) = cdb_warning(control, &parsed) {
+    let stale = cdb_warning(control, &parsed);
+    if let Some(w) = &stale {
         eprintln!("{w}");
     }
     println!(
         "{shown}: {}, {}, {}",
         counted(parsed.entries.len(), "entry", "entries"),
         counted(parsed.errors.len(), "error", "errors"),
-        counted(warnings.len(), "warning", "warnings")
+        counted(
+            warnings.len() + usize::from(stale.is_some()),
+            "warning",
+            "warnings"
+        )
     );
     i32::from(!parsed.errors.is_empty())
-}
-
-/// "1 error", "2 errors".
-fn counted(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Overridden lines, masked ranges and shadowed ranges, in line order.

@@ -52,6 +52,7 @@ fn compile(control: &Path) -> Result<i32, String> {
             .and_then(|d| d.sync_all())
             .map_err(|e| io("fsync", dir, e))?;
     }
-    println!("{}: {} entries", target.display(), parsed.entries.len());
+    let entries = super::counted(parsed.entries.len(), "entry", "entries");
+    println!("{}: {entries}", target.display());
     Ok(0)
 }

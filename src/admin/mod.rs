@@ -49,6 +49,11 @@ pub fn parse_file(control: &Path) -> Result<Option<Parsed>, Internal> {
     Ok(Some(parsed))
 }
 
+/// "1 entry", "2 entries".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn describe(e: &LineError, line: &[u8]) -> String {
     let shown = crate::client::printable(&line[..line.len().min(80)]);
     format!("{e}: {shown}")

@@ -104,7 +104,7 @@ fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
         return Ok(GO_ON);
     }
     if let Some(code) = config.reply {
-        reply(code, &result, now);
+        reply(code, &client, &result, now);
     }
     Ok(OVER)
 }
@@ -169,7 +169,7 @@ fn refusal_line(client: &Client, result: &Admission, now: u64, monitor: bool) ->
 
 /// Writes the SMTP reply on fd 4 (only with a refusal: qmail-smtpd logs any
 /// text as a rejection). One line, well under qmail-smtpd's 1,021 bytes.
-fn reply(code: u16, result: &Admission, now: u64) {
+fn reply(code: u16, client: &Client, result: &Admission, now: u64) {
     if std::env::var_os("USE_FD4").is_none() {
         return;
     }
@@ -186,9 +186,11 @@ fn reply(code: u16, result: &Admission, now: u64) {
     });
     // A domain's shared counter is not the sender's own: say whose it is, so
     // the user does not think their own account was cut off.
-    let whose = match f.label.strip_prefix(b"@") {
-        Some(domain) => format!("Your domain {} reached its", printable(domain)),
-        None => "You reached your".to_string(),
+    let whose = if f.label == client.name() {
+        "You reached your".to_string()
+    } else {
+        let domain = f.label.strip_prefix(b"@").unwrap_or(&f.label);
+        format!("Your domain {} reached its", printable(domain))
     };
     let mut text = format!(
         "{code} 4.7.1 {whose} limit of {} recipients{per}; {when}",
