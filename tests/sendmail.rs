@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const WRAPPER: &str = env!("CARGO_BIN_EXE_sendmail-overlimit");
 const COUNT: &str = env!("CARGO_BIN_EXE_overlimit-count");
@@ -50,12 +50,27 @@ struct Done {
     stderr: String,
 }
 
+/// Starts `cmd`. A program copied into place by a test may be briefly "busy"
+/// (ETXTBSY): a child another test thread forked meanwhile holds a copy of
+/// the descriptor that wrote it until that child's exec. Retried, boundedly.
+fn spawn(cmd: &mut Command) -> std::process::Child {
+    let started = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && started.elapsed() < HANG => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            started_child => return started_child.expect("start program"),
+        }
+    }
+}
+
 /// Runs `cmd` with `input` on stdin, failing the test if it hangs.
 fn feed(mut cmd: Command, input: &[u8]) -> Done {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start program");
+    let mut child = spawn(&mut cmd);
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     // A refusal may come before the whole message is read: ignore EPIPE.
