@@ -231,6 +231,20 @@ fn a_lock_held_forever_by_another_process_is_given_up_after_about_a_second() {
 /// A small tmpfs mounted at `dir`, unmounted when dropped.
 struct Tmpfs(PathBuf);
 impl Tmpfs {
+    /// A tmpfs of `size` on the new directory `name` in the sandbox; `None`,
+    /// with the reason printed, where mounting is not allowed.
+    fn in_sandbox(s: &Sandbox, name: &str, size: &str) -> Option<Tmpfs> {
+        let dir = s.root.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        match Tmpfs::mount(&dir, size) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                eprintln!("skipped: cannot mount a tmpfs: {why}");
+                None
+            }
+        }
+    }
+
     fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
         if !is_root() {
             return Err("not root".into());
@@ -246,6 +260,17 @@ impl Tmpfs {
         }
         Ok(Tmpfs(dir.to_path_buf()))
     }
+}
+
+/// The classic count of `client` by `overlimit status --json` on the
+/// counter directory `dir`, which fails on a counter that does not parse.
+fn count_in(s: &Sandbox, dir: &Path, client: &str) -> u64 {
+    let o = s
+        .admin(&["status", "--json", client])
+        .env("OVERLIMITDIR", dir)
+        .run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    json_number(&o.stdout, "count")
 }
 impl Drop for Tmpfs {
     fn drop(&mut self) {
@@ -265,15 +290,10 @@ fn free_blocks(dir: &Path) -> u64 {
 #[test]
 fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     let s = Sandbox::with_limits(":100\n");
-    let dir = s.root.join("small");
-    std::fs::create_dir(&dir).unwrap();
-    let _fs = match Tmpfs::mount(&dir, "256k") {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("skipped: cannot mount a tmpfs: {why}");
-            return;
-        }
+    let Some(fs) = Tmpfs::in_sandbox(&s, "small", "256k") else {
+        return;
     };
+    let dir = fs.0.clone();
     let call = |user: &str| s.user(user).env("OVERLIMITDIR", &dir);
     assert_eq!(call("old@example.com").code(), 112);
     // Fill every block.
@@ -293,15 +313,7 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     // A new counter cannot be written: fail open (or 111), with the reason.
     fails_open_or_closed(|| call("new@example.com"), "No space left on device");
     // Nothing is damaged: every file in the directory reads as a counter.
-    let status = |client: &str| {
-        let o = s
-            .admin(&["status", "--json", client])
-            .env("OVERLIMITDIR", &dir)
-            .run();
-        assert_eq!(o.code, Some(0), "{o:?}");
-        o.stdout
-    };
-    assert_eq!(json_number(&status("old@example.com"), "count"), 4);
+    assert_eq!(count_in(&s, &dir, "old@example.com"), 4);
     let all = s.admin(&["status"]).env("OVERLIMITDIR", &dir).run();
     assert_eq!(all.code, Some(0), "{all:?}");
     // With room again, the new client counts from zero. The blocks come back
@@ -319,7 +331,7 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     }
     let o = call("new@example.com").run();
     assert_eq!((o.code, o.stderr.as_str()), (Some(112), ""), "{o:?}");
-    assert_eq!(json_number(&status("new@example.com"), "count"), 1);
+    assert_eq!(count_in(&s, &dir, "new@example.com"), 1);
 }
 
 /// After I/O errors ext4 and XFS remount themselves read-only
@@ -328,15 +340,10 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
 #[test]
 fn a_counter_directory_on_a_filesystem_gone_read_only_fails_open_and_keeps_its_counts() {
     let s = Sandbox::with_limits(":100\n@example.com:1000\n");
-    let dir = s.root.join("ro");
-    std::fs::create_dir(&dir).unwrap();
-    let _fs = match Tmpfs::mount(&dir, "1m") {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("skipped: cannot mount a tmpfs: {why}");
-            return;
-        }
+    let Some(fs) = Tmpfs::in_sandbox(&s, "ro", "1m") else {
+        return;
     };
+    let dir = fs.0.clone();
     let call = |user: &str| s.user(user).env("OVERLIMITDIR", &dir);
     for _ in 0..2 {
         assert_eq!(call("old@example.com").code(), 112);
@@ -353,14 +360,7 @@ fn a_counter_directory_on_a_filesystem_gone_read_only_fails_open_and_keeps_its_c
     fails_open_or_closed(|| call("old@example.com"), "Read-only file system");
     fails_open_or_closed(|| call("new@example.com"), "Read-only file system");
     // The counts are where they were, readable; writable again, they go on.
-    let count = |client: &str| {
-        let json = s
-            .admin(&["status", "--json", client])
-            .env("OVERLIMITDIR", &dir)
-            .run();
-        assert_eq!(json.code, Some(0), "{json:?}");
-        json_number(&json.stdout, "count")
-    };
+    let count = |client: &str| count_in(&s, &dir, client);
     assert_eq!((count("old@example.com"), count("@example.com")), (2, 2));
     remount("rw");
     assert_eq!(call("old@example.com").code(), 112);
