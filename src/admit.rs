@@ -82,14 +82,7 @@ pub fn admit_n(
     monitor: bool,
     n: u64,
 ) -> Result<Admission, Internal> {
-    let mut order: Vec<usize> = (0..targets.len()).collect();
-    order.sort_by(|&a, &b| targets[a].file.cmp(&targets[b].file));
-    let mut locked: Vec<Option<Locked>> = (0..targets.len()).map(|_| None).collect();
-    for &i in &order {
-        locked[i] = Some(Locked::open(dir, &targets[i].file, deadline)?);
-    }
-    let locked: Vec<Locked> = locked.into_iter().map(Option::unwrap).collect();
-
+    let locked = lock_all(dir, targets, deadline)?;
     let mut result = Admission::default();
     let mut counters = Vec::with_capacity(targets.len());
     for (t, l) in targets.iter().zip(&locked) {
@@ -143,8 +136,50 @@ pub fn admit_n(
         counters[0].refused = counters[0].refused.saturating_add(n);
         counters[0].last_refused = now;
     }
-    // The longest text is checked against the file-size limit before the
-    // first is written, so such a refusal leaves all the counters as they were.
+    write_all(locked, &counters)?;
+    Ok(result)
+}
+
+/// Gives back `n` recipients that `admit_n` accepted at `at` for `targets`,
+/// when the message they belong to was not queued after all (the real
+/// sendmail failed): nothing is counted that was not sent.
+pub fn refund(
+    dir: &Path,
+    targets: &[Target],
+    at: u64,
+    n: u64,
+    deadline: Instant,
+) -> Result<(), Internal> {
+    let locked = lock_all(dir, targets, deadline)?;
+    let mut counters = Vec::with_capacity(targets.len());
+    for (t, l) in targets.iter().zip(&locked) {
+        let mut c = l.read()?.unwrap_or_default();
+        c.client.clone_from(&t.label);
+        c.total = c.total.saturating_sub(n);
+        for w in &mut c.windows {
+            w.take_back(at, n);
+        }
+        counters.push(c);
+    }
+    write_all(locked, &counters)
+}
+
+/// Opens and locks every target's counter, in order of file name so that two
+/// processes needing the same pair never wait on each other in a cycle.
+fn lock_all(dir: &Path, targets: &[Target], deadline: Instant) -> Result<Vec<Locked>, Internal> {
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by(|&a, &b| targets[a].file.cmp(&targets[b].file));
+    let mut locked: Vec<Option<Locked>> = (0..targets.len()).map(|_| None).collect();
+    for &i in &order {
+        locked[i] = Some(Locked::open(dir, &targets[i].file, deadline)?);
+    }
+    Ok(locked.into_iter().map(Option::unwrap).collect())
+}
+
+/// Writes each counter back. The longest text is checked against the
+/// file-size limit before the first is written, so such a refusal leaves all
+/// the counters as they were.
+fn write_all(locked: Vec<Locked>, counters: &[Counter]) -> Result<(), Internal> {
     let texts: Vec<Vec<u8>> = counters.iter().map(Counter::to_text).collect();
     if let Some((l, text)) = locked.iter().zip(&texts).max_by_key(|(_, t)| t.len()) {
         fits_size_limit(&l.path, text.len())?;
@@ -152,7 +187,7 @@ pub fn admit_n(
     for (mut l, text) in locked.into_iter().zip(&texts) {
         l.write_text(text)?;
     }
-    Ok(result)
+    Ok(())
 }
 
 /// The items of `limits` that `c` has no room for (its windows expired to now).

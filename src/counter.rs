@@ -105,6 +105,22 @@ impl Window {
         self.counts[i] = self.counts[i].saturating_add(1);
     }
 
+    /// Takes back `n` recipients counted by `add(at)`, from the bucket that
+    /// call used (or as much of `n` as it still holds: an expired bucket has
+    /// nothing left to give back).
+    pub fn take_back(&mut self, at: u64, n: u64) {
+        if self.counts.is_empty() {
+            return;
+        }
+        let here = at / self.width();
+        if here < self.first {
+            return;
+        }
+        // As in `add`: a clock stepped back counted into the newest bucket.
+        let i = ((here - self.first) as usize).min(self.counts.len() - 1);
+        self.counts[i] = self.counts[i].saturating_sub(n);
+    }
+
     /// The first moment at which the window holds fewer than `max` (call
     /// `expire` first); `None` when it already does.
     pub fn room_at(&self, max: u64) -> Option<u64> {
@@ -277,6 +293,25 @@ fn unescape(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_back_undoes_add_and_never_goes_below_zero() {
+        let mut w = Window::new(3600);
+        for _ in 0..3 {
+            w.add(1_000_000);
+        }
+        w.add(1_000_200);
+        w.take_back(1_000_000, 2);
+        assert_eq!(w.count(), 2);
+        w.take_back(1_000_000, 5);
+        assert_eq!(w.count(), 1);
+        w.take_back(10, 1);
+        assert_eq!(
+            w.count(),
+            1,
+            "a time before the window's first bucket holds nothing"
+        );
+    }
 
     #[test]
     fn text_round_trips_and_ignores_a_tail() {
