@@ -7,10 +7,11 @@
 //! read or written, so the check and the increments are one step to every
 //! other process.
 
-use crate::counter::Counter;
+use crate::counter::{Counter, MAX_NOTIFIED};
 use crate::error::Internal;
 use crate::limits::{Item, Limits};
 use crate::store::{fits_size_limit, Locked};
+use crate::time::Time;
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,9 +31,10 @@ pub struct Full {
     pub item: Item,
     /// Recipients already counted against it.
     pub count: u64,
-    /// When a window has room again (Unix seconds); `None` for a classic
-    /// count, which waits for the sweep or `overlimit reset`.
-    pub room_at: Option<u64>,
+    /// When a window has room again; `None` for a classic count, which waits
+    /// for the sweep or `overlimit reset`, or for more recipients at once
+    /// than the limit allows at all.
+    pub room_at: Option<Time>,
 }
 
 #[derive(Debug, Default)]
@@ -50,13 +52,17 @@ impl Admission {
         self.full.is_empty()
     }
 
-    /// When every full limit has room again; `None` if one waits for a reset.
-    pub fn room_at(&self) -> Option<u64> {
-        self.full
-            .iter()
-            .map(|f| f.room_at)
-            .try_fold(0, |a, r| r.map(|r| a.max(r)))
+    /// When every full limit has room again; see `room_at`.
+    pub fn room_at(&self) -> Option<Time> {
+        room_at(&self.full)
     }
+}
+
+/// When every one of `full` has room again; `None` if one waits for a reset.
+pub fn room_at(full: &[Full]) -> Option<Time> {
+    full.iter()
+        .map(|f| f.room_at)
+        .try_fold(Time::default(), |a, r| r.map(|r| a.max(r)))
 }
 
 /// Decides one recipient at time `now`. With `monitor`, a recipient without
@@ -64,7 +70,7 @@ impl Admission {
 pub fn admit(
     dir: &Path,
     targets: &[Target],
-    now: u64,
+    now: Time,
     deadline: Instant,
     monitor: bool,
 ) -> Result<Admission, Internal> {
@@ -73,18 +79,20 @@ pub fn admit(
 
 /// Decides the `n` recipients of one message together (`sendmail-overlimit`):
 /// all are accepted, or none is, so a message is never sent to part of its
-/// recipients.
+/// recipients. Each counter rises by `n` in one step.
 pub fn admit_n(
     dir: &Path,
     targets: &[Target],
-    now: u64,
+    now: Time,
     deadline: Instant,
     monitor: bool,
     n: u64,
 ) -> Result<Admission, Internal> {
-    let locked = lock_all(dir, targets, deadline)?;
+    let mut locked = lock_all(dir, targets, deadline)?;
     let mut result = Admission::default();
+    let mut before = Vec::with_capacity(targets.len());
     let mut counters = Vec::with_capacity(targets.len());
+    let mut full = Vec::with_capacity(targets.len());
     for (t, l) in targets.iter().zip(&locked) {
         let mut c = l.read()?.unwrap_or_else(|| {
             result.notes.push(format!(
@@ -93,51 +101,49 @@ pub fn admit_n(
             ));
             Counter::default()
         });
+        before.push(c.clone());
         c.client.clone_from(&t.label);
         c.keep_windows(&t.limits.periods(), now);
-        result.full.extend(full_for(&t.label, &t.limits, &c, n));
+        full.push(full_for(&t.label, &t.limits, &c, n));
         counters.push(c);
     }
 
-    let accept = result.full.is_empty() || monitor;
-    for (t, c) in targets.iter().zip(&mut counters) {
-        for item in &t.limits.items {
-            let is_full = result
-                .full
-                .iter()
-                .any(|f| f.label == t.label && f.item == *item);
-            let flag = match item.period {
-                None => &mut c.classic_notified,
-                Some(p) => &mut c.window_mut(p).notified,
-            };
-            if is_full && !*flag {
-                *flag = true;
-                let f = result
-                    .full
-                    .iter()
-                    .find(|f| f.label == t.label && f.item == *item);
-                result.newly_full.push(f.unwrap().clone());
-            } else if !is_full {
-                *flag = false;
-            }
-        }
+    let accept = full.iter().all(Vec::is_empty) || monitor;
+    for ((t, c), full) in targets.iter().zip(&mut counters).zip(&full) {
+        result.newly_full.extend(notify_once(c, &t.limits, full));
         if accept {
             c.total = c.total.saturating_add(n);
             for w in &mut c.windows {
-                for _ in 0..n {
-                    w.add(now);
-                }
+                w.add(now, n);
             }
         }
     }
+    result.full = full.into_iter().flatten().collect();
     if !accept {
         // The attempt is tallied on the client's own counter, never as a
         // recipient: a hijacked account that keeps trying is not kept out longer.
         counters[0].refused = counters[0].refused.saturating_add(n);
-        counters[0].last_refused = now;
+        counters[0].last_refused = now.secs();
     }
-    write_all(locked, &counters)?;
+    write_all(&mut locked, &counters, &before)?;
     Ok(result)
+}
+
+/// Updates which of `limits` the counter has reported as full: an episode
+/// ends when its limit has room, and a limit that goes over starts one and is
+/// returned, to be reported once. Each item has its own flag, so two limits
+/// of one period (`1/1h,10/1h`) do not share one.
+fn notify_once(c: &mut Counter, limits: &Limits, full: &[Full]) -> Vec<Full> {
+    c.notified
+        .retain(|i| limits.items.contains(i) && full.iter().any(|f| f.item == *i));
+    let mut newly = Vec::new();
+    for f in full {
+        if !c.notified.contains(&f.item) && c.notified.len() < MAX_NOTIFIED {
+            c.notified.push(f.item);
+            newly.push(f.clone());
+        }
+    }
+    newly
 }
 
 /// Gives back `n` recipients that `admit_n` accepted at `at` for `targets`,
@@ -146,22 +152,26 @@ pub fn admit_n(
 pub fn refund(
     dir: &Path,
     targets: &[Target],
-    at: u64,
+    at: Time,
     n: u64,
     deadline: Instant,
 ) -> Result<(), Internal> {
-    let locked = lock_all(dir, targets, deadline)?;
+    let mut locked = lock_all(dir, targets, deadline)?;
+    let now = Time::now().max(at);
+    let mut before = Vec::with_capacity(targets.len());
     let mut counters = Vec::with_capacity(targets.len());
     for (t, l) in targets.iter().zip(&locked) {
         let mut c = l.read()?.unwrap_or_default();
+        before.push(c.clone());
         c.client.clone_from(&t.label);
         c.total = c.total.saturating_sub(n);
         for w in &mut c.windows {
+            w.expire(now);
             w.take_back(at, n);
         }
         counters.push(c);
     }
-    write_all(locked, &counters)
+    write_all(&mut locked, &counters, &before)
 }
 
 /// Opens and locks every target's counter, in order of file name so that two
@@ -176,16 +186,34 @@ fn lock_all(dir: &Path, targets: &[Target], deadline: Instant) -> Result<Vec<Loc
     Ok(locked.into_iter().map(Option::unwrap).collect())
 }
 
-/// Writes each counter back. The longest text is checked against the
-/// file-size limit before the first is written, so such a refusal leaves all
-/// the counters as they were.
-fn write_all(locked: Vec<Locked>, counters: &[Counter]) -> Result<(), Internal> {
+/// Writes each counter back, all or none: the longest text is checked
+/// against the file-size limit before the first is written, and when a write
+/// fails (a full disk: the user's counter rewritten in place, the domain's
+/// new one needing a block it cannot get), the counters already written, and
+/// the one that failed, get their text from `before` back.
+fn write_all(locked: &mut [Locked], counters: &[Counter], before: &[Counter]) -> Result<(), Internal> {
     let texts: Vec<Vec<u8>> = counters.iter().map(Counter::to_text).collect();
     if let Some((l, text)) = locked.iter().zip(&texts).max_by_key(|(_, t)| t.len()) {
         fits_size_limit(&l.path, text.len())?;
     }
-    for (mut l, text) in locked.into_iter().zip(&texts) {
-        l.write_text(text)?;
+    for i in 0..locked.len() {
+        let Err(e) = locked[i].write_text(&texts[i]) else {
+            continue;
+        };
+        let mut still: Vec<String> = Vec::new();
+        for j in 0..=i {
+            if let Err(again) = locked[j].write_text(&before[j].to_text()) {
+                still.push(again.to_string());
+            }
+        }
+        return Err(Internal(if still.is_empty() {
+            format!("{e}; no counter changed")
+        } else {
+            format!(
+                "{e}; and putting the counters back failed ({}): they may count it",
+                still.join("; ")
+            )
+        }));
     }
     Ok(())
 }
@@ -201,10 +229,10 @@ pub fn full_items(label: &[u8], limits: &Limits, c: &Counter) -> Vec<Full> {
 fn full_for(label: &[u8], limits: &Limits, c: &Counter, n: u64) -> Vec<Full> {
     let mut full = Vec::new();
     for item in &limits.items {
-        let (count, room_at) = match item.period {
+        let (count, room_at) = match item.period.and_then(|p| c.window(p)) {
+            None if item.period.is_some() => (0, None),
             None => (c.total, None),
-            Some(p) => {
-                let w = c.window(p).expect("keep_windows made it");
+            Some(w) => {
                 let room = match item.max.checked_sub(n) {
                     Some(left) => w.room_at(left + 1),
                     None => None,

@@ -1,24 +1,40 @@
 //! What a counter file holds, and its on-disk text.
 //!
-//! A rolling window of PERIOD is kept as 60 buckets of PERIOD/60 (at least one
-//! second each), so a file stays under a page whatever the limit is. A bucket
-//! counts for the whole time it overlaps the window, which errs strict: a
-//! recipient stays counted for at most PERIOD + 2 × PERIOD/60 (at least PERIOD
-//! + 2 s), never less than PERIOD.
-//!
 //! The file is rewritten in place by one `pwrite` at offset 0 and then
 //! truncated; the text ends with `end` and a checksum, and anything after that
 //! line is ignored. A kill between the two calls therefore leaves a valid
 //! file, and a write of one page cannot be torn by a signal.
+//!
+//! The text, version 2 (times in milliseconds, see `window.rs`):
+//!
+//! ```text
+//! overlimit 2
+//! client web1@example.com
+//! total 42
+//! refused 3 1700000000          (refused attempts, when the last was: seconds)
+//! notified 1/3600 1000          (the limits whose going over was reported)
+//! window 3600 28333333 4 0 7    (period in s, index of the first bucket, counts)
+//! end 1a2b3c4d
+//! ```
+//!
+//! Older files still read, so an upgrade keeps everyone's count: the seed
+//! script's files of `X`s (a classic count equal to the size), and version 1,
+//! whose buckets were whole seconds; each of its buckets is read as if all
+//! its recipients came at its last instant, which errs strict.
 
 use crate::client::printable;
+use crate::limits::{parse_number, Item};
+use crate::time::Time;
+pub use crate::window::Window;
+use crate::window::{BUCKETS, MAX_KEPT};
 
-/// Buckets per window period.
-const BUCKETS: u32 = 60;
 /// Counter files larger than this can only be the seed script's `X` files.
 pub const READ_LIMIT: usize = 64 * 1024;
 /// Client names stored in a counter are cut to this many bytes.
 const NAME_LIMIT: usize = 255;
+/// The most limits one counter remembers having reported. A line may hold
+/// any number of classic items; past this many, more are not reported.
+pub const MAX_NOTIFIED: usize = 16;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counter {
@@ -30,124 +46,23 @@ pub struct Counter {
     pub refused: u64,
     /// When the last one was refused (Unix seconds; 0: never).
     pub last_refused: u64,
-    /// The administrator was told this counter went over its classic limit.
-    pub classic_notified: bool,
+    /// The limits the administrator was told this counter went over, each
+    /// until it has room again: one notification per limit and episode.
+    pub notified: Vec<Item>,
     pub windows: Vec<Window>,
-}
-
-/// Recipient counts per bucket of one rolling window.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Window {
-    pub period: u32,
-    /// Absolute index (Unix time / bucket width) of `counts[0]`.
-    pub first: u64,
-    pub counts: Vec<u64>,
-    /// The administrator was told this window went over; cleared when room frees.
-    pub notified: bool,
-}
-
-impl Window {
-    pub fn new(period: u32) -> Window {
-        Window {
-            period,
-            first: 0,
-            counts: Vec::new(),
-            notified: false,
-        }
-    }
-
-    /// Seconds per bucket.
-    pub fn width(&self) -> u64 {
-        u64::from(self.period.div_ceil(BUCKETS).max(1))
-    }
-
-    /// Buckets the period spans; one more is kept, see `expire`.
-    fn span(&self) -> u64 {
-        u64::from(self.period).div_ceil(self.width())
-    }
-
-    /// Drops buckets that no longer overlap the window ending at `now`. The
-    /// buckets kept, `now/width - span ..= now/width`, start at or before
-    /// `now - period`, which is what makes the count err strict.
-    pub fn expire(&mut self, now: u64) {
-        let oldest = (now / self.width()).saturating_sub(self.span());
-        if oldest > self.first {
-            let gone = ((oldest - self.first) as usize).min(self.counts.len());
-            self.counts.drain(..gone);
-            self.first = oldest;
-        }
-        while self.counts.last() == Some(&0) {
-            self.counts.pop();
-        }
-        if self.counts.is_empty() {
-            self.first = oldest;
-        }
-    }
-
-    /// Recipients within the window (call `expire` first).
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Counts one recipient at `now`.
-    pub fn add(&mut self, now: u64) {
-        let here = now / self.width();
-        if self.counts.is_empty() {
-            self.first = here;
-        }
-        // A clock stepped back puts the recipient in the newest bucket kept,
-        // which holds it at least as long as its own would.
-        let at = here.saturating_sub(self.first) as usize;
-        if at >= self.counts.len() {
-            self.counts.resize(at + 1, 0);
-        }
-        let i = at.min(self.counts.len() - 1);
-        self.counts[i] = self.counts[i].saturating_add(1);
-    }
-
-    /// Takes back `n` recipients counted by `add(at)`, from the bucket that
-    /// call used (or as much of `n` as it still holds: an expired bucket has
-    /// nothing left to give back).
-    pub fn take_back(&mut self, at: u64, n: u64) {
-        if self.counts.is_empty() {
-            return;
-        }
-        let here = at / self.width();
-        if here < self.first {
-            return;
-        }
-        // As in `add`: a clock stepped back counted into the newest bucket.
-        let i = ((here - self.first) as usize).min(self.counts.len() - 1);
-        self.counts[i] = self.counts[i].saturating_sub(n);
-    }
-
-    /// The first moment at which the window holds fewer than `max` (call
-    /// `expire` first); `None` when it already does.
-    pub fn room_at(&self, max: u64) -> Option<u64> {
-        let mut left = self.count();
-        if left < max {
-            return None;
-        }
-        for (i, c) in self.counts.iter().enumerate() {
-            left -= c;
-            if left < max {
-                return Some((self.first + i as u64 + self.span() + 1) * self.width());
-            }
-        }
-        None
-    }
 }
 
 impl Counter {
     /// The window for `period`, created empty if the counter has none yet.
     pub fn window_mut(&mut self, period: u32) -> &mut Window {
-        match self.windows.iter().position(|w| w.period == period) {
-            Some(i) => &mut self.windows[i],
+        let i = match self.windows.iter().position(|w| w.period == period) {
+            Some(i) => i,
             None => {
                 self.windows.push(Window::new(period));
-                self.windows.last_mut().unwrap()
+                self.windows.len() - 1
             }
-        }
+        };
+        &mut self.windows[i]
     }
 
     pub fn window(&self, period: u32) -> Option<&Window> {
@@ -155,7 +70,7 @@ impl Counter {
     }
 
     /// Keeps exactly the windows of `periods`, each expired to `now`.
-    pub fn keep_windows(&mut self, periods: &[u32], now: u64) {
+    pub fn keep_windows(&mut self, periods: &[u32], now: Time) {
         self.windows.retain(|w| periods.contains(&w.period));
         for &p in periods {
             self.window_mut(p);
@@ -183,31 +98,33 @@ impl Counter {
         parse_text(bytes)
     }
 
-    /// The file's text; `parse` reads it back.
+    /// The file's text (version 2); `parse` reads it back.
     pub fn to_text(&self) -> Vec<u8> {
+        use std::fmt::Write;
         let name = &self.client[..self.client.len().min(NAME_LIMIT)];
         let mut t = format!(
-            "overlimit 1\nclient {}\ntotal {}\nrefused {} {}\nnotified {}\n",
+            "overlimit 2\nclient {}\ntotal {}\nrefused {} {}\nnotified",
             printable(name),
             self.total,
             self.refused,
             self.last_refused,
-            u8::from(self.classic_notified)
         );
+        for i in &self.notified {
+            let _ = match i.period {
+                None => write!(t, " {}", i.max),
+                Some(p) => write!(t, " {}/{p}", i.max),
+            };
+        }
+        t.push('\n');
         for w in &self.windows {
-            t.push_str(&format!(
-                "window {} {} {}",
-                w.period,
-                w.first,
-                u8::from(w.notified)
-            ));
+            let _ = write!(t, "window {} {}", w.period, w.first);
             for c in &w.counts {
-                t.push_str(&format!(" {c}"));
+                let _ = write!(t, " {c}");
             }
             t.push('\n');
         }
         let sum = checksum(t.as_bytes());
-        t.push_str(&format!("end {sum:08x}\n"));
+        let _ = writeln!(t, "end {sum:08x}");
         t.into_bytes()
     }
 }
@@ -230,35 +147,96 @@ fn parse_text(bytes: &[u8]) -> Option<Counter> {
         return None;
     }
     let mut lines = body.lines();
-    if lines.next()? != "overlimit 1" {
-        return None;
-    }
+    let version = match lines.next()? {
+        "overlimit 1" => 1,
+        "overlimit 2" => 2,
+        _ => return None,
+    };
     let mut c = Counter {
         client: unescape(lines.next()?.strip_prefix("client ")?)?,
         ..Counter::default()
     };
-    c.total = lines.next()?.strip_prefix("total ")?.parse().ok()?;
+    c.total = number(lines.next()?.strip_prefix("total ")?)?;
     let mut refused = lines.next()?.strip_prefix("refused ")?.split(' ');
-    c.refused = refused.next()?.parse().ok()?;
-    c.last_refused = refused.next()?.parse().ok()?;
-    c.classic_notified = flag(lines.next()?.strip_prefix("notified ")?)?;
-    for line in lines {
-        let mut f = line.strip_prefix("window ")?.split(' ');
-        let period: u32 = f.next()?.parse().ok()?;
-        let first = f.next()?.parse().ok()?;
-        let notified = flag(f.next()?)?;
-        let counts = f.map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>()?;
-        if period == 0 || counts.len() > (BUCKETS as usize + 1) || c.window(period).is_some() {
+    c.refused = number(refused.next()?)?;
+    c.last_refused = number(refused.next()?)?;
+    let notified = lines.next()?.strip_prefix("notified")?;
+    if version == 2 {
+        if !notified.is_empty() && !notified.starts_with(' ') {
             return None;
         }
-        c.windows.push(Window {
-            period,
-            first,
-            counts,
-            notified,
+        for item in notified.split(' ').skip(1) {
+            c.notified.push(notified_item(item)?);
+        }
+        if c.notified.len() > MAX_NOTIFIED {
+            return None;
+        }
+    } else {
+        // Version 1 had one flag per period, which is how two limits of one
+        // period came to share it; at worst one more notification.
+        flag(notified.strip_prefix(' ')?)?;
+    }
+    for line in lines {
+        let mut f = line.strip_prefix("window ")?.split(' ');
+        let period = u32::try_from(number(f.next()?)?).ok()?;
+        let first = number(f.next()?)?;
+        if version == 1 {
+            flag(f.next()?)?;
+        }
+        let counts = f.map(number).collect::<Option<Vec<u64>>>()?;
+        if period == 0 || counts.len() > MAX_KEPT || c.window(period).is_some() {
+            return None;
+        }
+        c.windows.push(if version == 1 {
+            from_seconds(period, first, &counts)
+        } else {
+            Window {
+                period,
+                first,
+                counts,
+            }
         });
     }
     Some(c)
+}
+
+/// A version 1 window: buckets of `ceil(period/60)` whole seconds, `first`
+/// the index of the first. Each bucket's recipients go to the new bucket
+/// holding its last millisecond.
+fn from_seconds(period: u32, first: u64, counts: &[u64]) -> Window {
+    let old_width = u64::from(period.div_ceil(BUCKETS as u32).max(1)) * 1000;
+    let mut w = Window::new(period);
+    for (i, &n) in counts.iter().enumerate() {
+        let end = first
+            .saturating_add(i as u64 + 1)
+            .saturating_mul(old_width)
+            .saturating_sub(1);
+        w.put(w.bucket(Time::from_millis(end)), n);
+    }
+    w
+}
+
+/// `1000` (a classic limit) or `100/3600` (a window of 3600 s).
+fn notified_item(s: &str) -> Option<Item> {
+    let (max, period) = match s.split_once('/') {
+        Some((m, p)) => (m, Some(u32::try_from(number(p)?).ok()?)),
+        None => (s, None),
+    };
+    Some(Item {
+        max: number(max)?,
+        period,
+    })
+}
+
+/// A decimal number as `to_text` writes it: digits only, up to `u64::MAX`.
+fn number(s: &str) -> Option<u64> {
+    if s.len() <= 18 {
+        return parse_number(s.as_bytes());
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
+    }
+    None
 }
 
 fn flag(s: &str) -> Option<bool> {
@@ -294,35 +272,32 @@ fn unescape(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn take_back_undoes_add_and_never_goes_below_zero() {
-        let mut w = Window::new(3600);
-        for _ in 0..3 {
-            w.add(1_000_000);
-        }
-        w.add(1_000_200);
-        w.take_back(1_000_000, 2);
-        assert_eq!(w.count(), 2);
-        w.take_back(1_000_000, 5);
-        assert_eq!(w.count(), 1);
-        w.take_back(10, 1);
-        assert_eq!(
-            w.count(),
-            1,
-            "a time before the window's first bucket holds nothing"
-        );
+    /// A version 1 file as the previous release wrote it.
+    fn version_1(body: &str) -> Vec<u8> {
+        let body = format!("overlimit 1\n{body}");
+        format!("{body}end {:08x}\n", checksum(body.as_bytes())).into_bytes()
     }
 
     #[test]
     fn text_round_trips_and_ignores_a_tail() {
         let mut c = Counter {
             client: b"odd name\n\xff".to_vec(),
-            total: 7,
+            total: u64::MAX,
             refused: 2,
             last_refused: 1_700_000_000,
+            notified: vec![
+                Item {
+                    max: 1,
+                    period: Some(3600),
+                },
+                Item {
+                    max: 10,
+                    period: None,
+                },
+            ],
             ..Counter::default()
         };
-        c.window_mut(3600).add(1_700_000_000);
+        c.window_mut(3600).add(Time::from_secs(1_700_000_000), 3);
         let mut text = c.to_text();
         assert_eq!(Counter::parse(&text, text.len() as u64), Some(c.clone()));
         text.extend_from_slice(b"XXXX garbage left by a kill before truncate");
@@ -346,32 +321,35 @@ mod tests {
     }
 
     #[test]
-    fn window_errs_strict_and_frees_room() {
-        let mut w = Window::new(3600); // 60 s buckets
-        for t in [0, 30, 59] {
-            w.add(1_000_020 + t);
-        }
-        w.expire(1_000_100);
-        assert_eq!(w.count(), 3);
-        // Still counted a full period after the last recipient...
-        w.expire(1_000_079 + 3600);
-        assert_eq!(w.count(), 3);
-        // ...and gone within period + 2 buckets of the first.
-        let free = w.room_at(3).unwrap();
-        assert!((1_000_079 + 3600..=1_000_020 + 3600 + 120).contains(&free));
-        w.expire(free);
-        assert_eq!(w.count(), 0);
+    fn a_version_1_file_keeps_its_counts_and_errs_strict() {
+        // 3 recipients in the 1 h window's bucket 28333333 (60 s wide, so
+        // seconds 1_699_999_980 ..= 1_700_000_039), 2 in the next.
+        let text = version_1(
+            "client web1@example.com\ntotal 9\nrefused 1 1700000000\nnotified 1\n\
+             window 3600 28333333 0 3 2\n",
+        );
+        let mut c = Counter::parse(&text, text.len() as u64).unwrap();
+        assert_eq!((c.total, c.refused, c.client.as_slice()), (9, 1, &b"web1@example.com"[..]));
+        c.keep_windows(&[3600], Time::from_secs(1_700_000_100));
+        let w = c.window(3600).unwrap();
+        assert_eq!(w.count(), 5);
+        // Room for a fourth only once the bucket's last second is an hour old.
+        let free = w.room_at(5).unwrap();
+        assert!(free >= Time::from_secs(1_700_000_040 + 3600), "{free:?}");
+        assert!(free <= Time::from_secs(1_700_000_040 + 3660), "{free:?}");
+        let again = c.to_text();
+        assert_eq!(Counter::parse(&again, again.len() as u64), Some(c));
     }
 
     #[test]
-    fn windows_of_seconds_use_one_second_buckets() {
-        let mut w = Window::new(2);
-        w.add(100);
-        w.add(101);
-        w.expire(101);
-        assert_eq!(w.count(), 2);
-        assert_eq!(w.room_at(2), Some(103));
-        w.expire(103);
-        assert_eq!(w.count(), 1);
+    fn a_version_1_window_of_seconds_stays_within_a_page() {
+        let counts = vec!["1"; 60].join(" ");
+        let text = version_1(&format!(
+            "client x\ntotal 0\nrefused 0 0\nnotified 0\nwindow 1 100 0 {counts}\n"
+        ));
+        let c = Counter::parse(&text, text.len() as u64).unwrap();
+        let w = c.window(1).unwrap();
+        assert!(w.counts.len() <= MAX_KEPT);
+        assert_eq!(w.count(), 60, "nothing lost");
     }
 }

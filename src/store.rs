@@ -12,10 +12,11 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long the plug-in waits for a lock in all; qmail-smtpd has no timeout.
-pub const LOCK_WAIT: Duration = Duration::from_secs(1);
+/// How long the plug-in waits for a lock in all (kept here for the callers
+/// that name it so; every deadline lives in `time.rs`).
+pub use crate::time::LOCK_WAIT;
 /// Longest file name used as is; longer names are hashed.
 const NAME_MAX: usize = 200;
 
@@ -133,7 +134,7 @@ impl Locked {
             };
             let m = check_plain(&file, &path)?;
             if access != Access::Read {
-                share_with_group(&file, &path, &m)?;
+                share_with_directory(&file, &path, &m, dir)?;
             }
             lock(&file, &path, deadline, access != Access::Read)?;
             // The lock is ours; is the file still the counter at `path`?
@@ -243,17 +244,47 @@ fn check_plain(file: &File, path: &Path) -> Result<std::fs::Metadata, Internal> 
     Ok(m)
 }
 
-/// Makes a counter this process owns readable and writable by its group. The
-/// plug-in's umask (often 022) would leave 0640 files, which
-/// `overlimit-count`, running with the directory's group, could not update;
-/// the directory (mode 2770) keeps everyone else out whatever the file's mode.
-fn share_with_group(file: &File, path: &Path, m: &std::fs::Metadata) -> Result<(), Internal> {
+/// Makes a counter writable by everyone who runs the plug-in. The plug-in's
+/// umask (often 022) would leave 0640 files, which `overlimit-count`, running
+/// with the directory's group, could not update: a counter this process owns
+/// gets mode 0660 (the directory, mode 2770, keeps everyone else out whatever
+/// the file's mode). A counter just created (still empty) goes to the
+/// directory's owner and group: root, running the plug-in by hand as the man
+/// page shows, would otherwise leave a file the smtpd user cannot write, and
+/// that client would pass uncounted until the sweep. Handing an empty file to
+/// the account that owns the directory gives it nothing it could not have
+/// made itself, and `fchown` on the open descriptor cannot be redirected.
+/// An existing, group-writable counter, the common case, costs nothing here.
+fn share_with_directory(
+    file: &File,
+    path: &Path,
+    m: &std::fs::Metadata,
+    dir: &Path,
+) -> Result<(), Internal> {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions (and is called only when needed).
-    if m.mode() & 0o060 != 0o060 && m.uid() == unsafe { libc::geteuid() } {
+    let fresh = m.len() == 0;
+    if m.mode() & 0o060 == 0o060 && !fresh {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if m.mode() & 0o060 != 0o060 && m.uid() == euid {
         let mode = (m.mode() & 0o7777) | 0o660;
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| fail("fchmod", path, e))?;
+    }
+    if !fresh {
+        return Ok(());
+    }
+    let d = std::fs::metadata(dir).map_err(|e| fail("stat", dir, e))?;
+    if euid == 0 && (m.uid(), m.gid()) != (d.uid(), d.gid()) {
+        std::os::unix::fs::fchown(file, Some(d.uid()), Some(d.gid()))
+            .map_err(|e| fail("fchown", path, e))?;
+    } else if m.uid() == euid && m.gid() != d.gid() {
+        // Without a setgid directory the file has the creator's group; a
+        // member of the directory's group may give it that one. Not being a
+        // member is no error: the file stays as the creator's own.
+        let _ = std::os::unix::fs::fchown(file, None, Some(d.gid()));
     }
     Ok(())
 }

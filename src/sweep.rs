@@ -74,7 +74,7 @@ pub fn sweep_one(
     file: &str,
     control: &Path,
     keep_overlimit: bool,
-    now: u64,
+    now: crate::time::Time,
 ) -> Result<Swept, Internal> {
     let Some(mut locked) = Locked::open_existing(dir, file, Instant::now() + SWEEP_LOCK_WAIT)?
     else {
@@ -100,7 +100,7 @@ pub fn sweep_one(
     }
     c.total = 0;
     c.refused = 0;
-    c.classic_notified = false;
+    c.notified.retain(|i| i.period.is_some());
     let periods: Vec<u32> = c.windows.iter().map(|w| w.period).collect();
     c.keep_windows(&periods, now);
     if c.is_empty() {

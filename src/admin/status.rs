@@ -4,7 +4,6 @@
 use crate::admit::{full_items, Full};
 use crate::client::{printable, Client};
 use crate::counter::Counter;
-use crate::log::duration;
 use crate::store::{client_file, domain_file, Locked};
 use crate::sweep::{counter_files, label, limits_of};
 use std::path::Path;
@@ -37,7 +36,7 @@ pub fn run(control: &Path, dir: &Path, args: &[String]) -> i32 {
     } else {
         names.iter().map(|n| file_of(n.as_bytes())).collect()
     };
-    let now = crate::config::now();
+    let now = crate::time::Time::now();
     let mut rows = Vec::new();
     let mut code = 0;
     for (i, file) in files.iter().enumerate() {
@@ -83,7 +82,7 @@ fn row(
     control: &Path,
     dir: &Path,
     file: &str,
-    now: u64,
+    now: crate::time::Time,
 ) -> Result<Option<Row>, crate::error::Internal> {
     let deadline = Instant::now() + Duration::from_secs(2);
     let Some(locked) = Locked::open_to_read(dir, file, deadline)? else {
@@ -112,22 +111,19 @@ fn row(
     }))
 }
 
-fn state(r: &Row, now: u64) -> String {
+fn state(r: &Row, now: crate::time::Time) -> String {
     if r.full.is_empty() {
         return "ok".into();
     }
     let when: Vec<String> = r
         .full
         .iter()
-        .map(|f| match f.room_at {
-            Some(t) => format!("{} room in {}", f.item, duration(t.saturating_sub(now))),
-            None => format!("{} until reset", f.item),
-        })
+        .map(|f| format!("{} {}", f.item, crate::refusal::room(now, f.room_at)))
         .collect();
     format!("OVER {}", when.join(", "))
 }
 
-fn print_table(rows: &[Row], now: u64) {
+fn print_table(rows: &[Row], now: crate::time::Time) {
     println!(
         "{:<32} {:<20} {:>8} {:<24} {:>8}  STATE",
         "CLIENT", "LIMITS", "COUNT", "WINDOWS", "REFUSED"
@@ -160,7 +156,7 @@ fn print_table(rows: &[Row], now: u64) {
     }
 }
 
-fn print_json(rows: &[Row], now: u64) {
+fn print_json(rows: &[Row], now: crate::time::Time) {
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
@@ -170,9 +166,9 @@ fn print_json(rows: &[Row], now: u64) {
                 .iter()
                 .map(|w| format!("{{\"period\":{},\"count\":{}}}", w.period, w.count()))
                 .collect();
-            let room = r.full.iter().map(|f| f.room_at).try_fold(0, |a, t| t.map(|t| a.max(t)));
+            let room = crate::admit::room_at(&r.full);
             format!(
-                "{{\"client\":{},\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"now\":{now}}}",
+                "{{\"client\":{},\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"now\":{}}}",
                 json_string(&r.label),
                 json_string(r.limits.as_bytes()),
                 r.counter.total,
@@ -182,9 +178,10 @@ fn print_json(rows: &[Row], now: u64) {
                 !r.full.is_empty(),
                 match (r.full.is_empty(), room) {
                     (true, _) => "null".to_string(),
-                    (false, Some(t)) => t.to_string(),
+                    (false, Some(t)) => t.secs_up().to_string(),
                     (false, None) => "\"reset\"".to_string(),
-                }
+                },
+                now.secs()
             )
         })
         .collect();

@@ -14,7 +14,7 @@
 
 use overlimit::admit::{self, Admission, Full};
 use overlimit::client::{printable, Client};
-use overlimit::config::{self, Config, DEFAULT_CONTROL, DEFAULT_DIR};
+use overlimit::config::{Config, DEFAULT_CONTROL, DEFAULT_DIR};
 use overlimit::error::Internal;
 use overlimit::local::senders::{self, DEFAULT_SENDERS};
 use overlimit::local::{identity, PERMFAIL, TEMPFAIL};
@@ -194,7 +194,7 @@ fn count(s: &Settings, client: &Client, n: u64, started: Instant) -> Result<Answ
         log::line(NAME, &format!("{}: {note}", s.control.display()));
     }
     let targets = admit::targets(client, &resolved?);
-    let now = config::now();
+    let now = overlimit::time::Time::now();
     let deadline = started + LOCK_WAIT;
     let result = admit::admit_n(&s.dir, &targets, now, deadline, s.monitor, n)?;
     for note in &result.notes {
@@ -215,7 +215,7 @@ fn count(s: &Settings, client: &Client, n: u64, started: Instant) -> Result<Answ
 }
 
 /// `web1@localhost: limit 100/1h reached (99 counted, 2 asked; room in 12m)`.
-fn refusal(name: &[u8], result: &Admission, n: u64, now: u64) -> String {
+fn refusal(name: &[u8], result: &Admission, n: u64, now: overlimit::time::Time) -> String {
     let limits: Vec<String> = result
         .full
         .iter()
@@ -224,7 +224,7 @@ fn refusal(name: &[u8], result: &Admission, n: u64, now: u64) -> String {
     format!("{}: {}", printable(name), limits.join("; "))
 }
 
-fn describe(name: &[u8], f: &Full, n: u64, now: u64) -> String {
+fn describe(name: &[u8], f: &Full, n: u64, now: overlimit::time::Time) -> String {
     let whose = if f.label == name {
         String::new()
     } else {
@@ -237,7 +237,7 @@ fn describe(name: &[u8], f: &Full, n: u64, now: u64) -> String {
         );
     }
     let room = match f.room_at {
-        Some(t) => format!("room in {}", log::duration(t.saturating_sub(now).max(1))),
+        Some(t) => format!("room in {}", overlimit::refusal::wait(now, t)),
         None => "until reset".to_string(),
     };
     format!(

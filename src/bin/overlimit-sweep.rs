@@ -4,7 +4,7 @@
 //! stdout so cron mails the list to the administrator.
 
 use overlimit::client::printable;
-use overlimit::config::{self, Config};
+use overlimit::config::Config;
 use overlimit::sweep::{counter_files, sweep_one, Swept};
 
 const USAGE: &str = "usage: overlimit-sweep [--keep-overlimit]
@@ -38,7 +38,7 @@ fn run(config: &Config, keep: bool) -> i32 {
             return 2;
         }
     };
-    let now = config::now();
+    let now = overlimit::time::Time::now();
     let mut code = 0;
     for file in files {
         match sweep_one(&config.dir, &file, &config.control, keep, now) {

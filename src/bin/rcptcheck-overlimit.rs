@@ -9,14 +9,16 @@
 // Under `cargo test` the test harness supplies `main`; see the C `main` below.
 #![cfg_attr(not(test), no_main)]
 
-use overlimit::admit::{self, Admission, Full};
+use overlimit::admit::{self, Full};
 use overlimit::client::{printable, Client};
 use overlimit::config::{self, Config};
 use overlimit::error::Internal;
-use overlimit::limits;
-use overlimit::log;
 use overlimit::lookup;
+use overlimit::process::{self, ExitOnOom};
+use overlimit::refusal;
 use overlimit::store::LOCK_WAIT;
+use overlimit::time::Time;
+use overlimit::log;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
@@ -26,16 +28,31 @@ const GO_ON: i32 = 112;
 const OVER: i32 = 113;
 const TEMPFAIL: i32 = 111;
 
+// Memory that runs out (`softlimit -m`) is an internal error like any other,
+// answered with the exit code, never by Rust's abort.
+#[global_allocator]
+static ALLOCATOR: ExitOnOom = ExitOnOom;
+
 // The C `main` is ours rather than Rust's runtime start-up, which reads
 // /proc/self/maps and sets up a signal stack before `main`: measured, that
 // was a quarter of the plug-in's cost per recipient. What the runtime would
-// have done that matters here is done by hand: SIGPIPE is ignored, so a
-// closed log pipe gives a write error and not a signal death.
+// have done that matters here is done by hand, before anything else: the
+// signals a limit raises are ignored and closed standard descriptors are
+// filled, so that no input or resource limit ends the plug-in by a signal.
 #[cfg_attr(not(test), no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    // SAFETY: setting a signal's disposition to SIG_IGN before any thread.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    process::ignore_limit_signals();
+    process::fill_closed_descriptors();
+    if fails_closed() {
+        process::on_out_of_memory(
+            TEMPFAIL,
+            "rcptcheck-overlimit: internal error, answering 111: out of memory\n",
+        );
+    } else {
+        process::on_out_of_memory(
+            GO_ON,
+            "rcptcheck-overlimit: internal error, recipient passes uncounted: out of memory\n",
+        );
     }
     let started = Instant::now();
     // One log line for a panic, as for any internal error; the exit code is
@@ -45,6 +62,18 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
         log::line(NAME, &text)
     }));
     std::panic::catch_unwind(|| run(started)).unwrap_or_else(|_| internal_code())
+}
+
+/// `OVERLIMIT_FAILCLOSED` read without allocating (see `config::switch`),
+/// so that the answer to running out of memory is known before any
+/// allocation.
+fn fails_closed() -> bool {
+    // SAFETY: getenv with a literal name, before any thread could change
+    // the environment; the result is NULL or a NUL-terminated string.
+    unsafe {
+        let v = libc::getenv(c"OVERLIMIT_FAILCLOSED".as_ptr());
+        !v.is_null() && *v != 0 && !(*v == b'0' as libc::c_char && *v.add(1) == 0)
+    }
 }
 
 fn run(started: Instant) -> i32 {
@@ -82,7 +111,7 @@ fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
         log::line(NAME, &format!("{}: {n}", config.control.display()));
     }
     let targets = admit::targets(&client, &resolved?);
-    let now = config::now();
+    let now = Time::now();
     let result = admit::admit(
         &config.dir,
         &targets,
@@ -96,7 +125,12 @@ fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
     if result.accepted() {
         return Ok(GO_ON);
     }
-    log::line(NAME, &refusal_line(&client, &result, now, config.monitor));
+    let name = client.name();
+    let recipient = std::env::var_os("RECIPIENT").unwrap_or_default();
+    log::line(
+        NAME,
+        &refusal::log_line(&name, &result, now, config.monitor, recipient.as_bytes()),
+    );
     if let Some(program) = &config.notify {
         notify(program, &result.newly_full);
     }
@@ -104,7 +138,15 @@ fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
         return Ok(GO_ON);
     }
     if let Some(code) = config.reply {
-        reply(code, &client, &result, now);
+        if std::env::var_os("USE_FD4").is_some() {
+            if let Some(text) = refusal::reply(code, &name, &result, now) {
+                // SAFETY: writing a buffer we own to a descriptor number;
+                // one qmail-smtpd did not open is /dev/null (see `main`).
+                unsafe {
+                    libc::write(4, text.as_ptr().cast(), text.len());
+                }
+            }
+        }
     }
     Ok(OVER)
 }
@@ -128,82 +170,6 @@ fn internal_code() -> i32 {
     }
 }
 
-/// `limit 100/1h reached (100 counted, room in 12m)`, naming the domain when
-/// it is the domain's shared counter that is full.
-fn describe(client: &[u8], f: &Full, now: u64) -> String {
-    let room = match f.room_at {
-        Some(t) => format!("room in {}", log::duration(t.saturating_sub(now))),
-        None => "until reset".to_string(),
-    };
-    let whose = if f.label == client {
-        String::new()
-    } else {
-        format!("{} ", printable(&f.label))
-    };
-    format!(
-        "{whose}limit {} reached ({} counted, {room})",
-        f.item, f.count
-    )
-}
-
-fn refusal_line(client: &Client, result: &Admission, now: u64, monitor: bool) -> String {
-    let what = if monitor {
-        "monitor: would refuse"
-    } else {
-        "refused"
-    };
-    let name = client.name();
-    let limits: Vec<String> = result
-        .full
-        .iter()
-        .map(|f| describe(&name, f, now))
-        .collect();
-    let rcpt = std::env::var_os("RECIPIENT").unwrap_or_default();
-    format!(
-        "{what} {}: {}; recipient {}",
-        printable(&name),
-        limits.join("; "),
-        printable(rcpt.as_bytes())
-    )
-}
-
-/// Writes the SMTP reply on fd 4 (only with a refusal: qmail-smtpd logs any
-/// text as a rejection). One line, well under qmail-smtpd's 1,021 bytes.
-fn reply(code: u16, client: &Client, result: &Admission, now: u64) {
-    if std::env::var_os("USE_FD4").is_none() {
-        return;
-    }
-    let Some(f) = result.full.first() else { return };
-    let when = match result.room_at() {
-        Some(t) => format!(
-            "try again in {}",
-            log::duration(t.saturating_sub(now).max(1))
-        ),
-        None => "ask your provider to lift it".to_string(),
-    };
-    let per = f.item.period.map_or(String::new(), |p| {
-        format!(" per {}", limits::format_period(p))
-    });
-    // A domain's shared counter is not the sender's own: say whose it is, so
-    // the user does not think their own account was cut off.
-    let whose = if f.label == client.name() {
-        "You reached your".to_string()
-    } else {
-        let domain = f.label.strip_prefix(b"@").unwrap_or(&f.label);
-        format!("Your domain {} reached its", printable(domain))
-    };
-    let mut text = format!(
-        "{code} 4.7.1 {whose} limit of {} recipients{per}; {when}",
-        f.item.max
-    );
-    text.truncate(900);
-    // SAFETY: writing a buffer we own to a descriptor number; an fd 4 that is
-    // not open just makes write fail with EBADF, which is ignored.
-    unsafe {
-        libc::write(4, text.as_ptr().cast(), text.len());
-    }
-}
-
 /// Starts the administrator's program once per newly full limit and does not
 /// wait for it. fd 4 is marked close-on-exec first: qmail-smtpd reads it to
 /// end of file, so a child holding it would hold up the SMTP reply.
@@ -215,7 +181,7 @@ fn notify(program: &OsString, newly_full: &[Full]) {
     for f in newly_full {
         let room = f
             .room_at
-            .map_or_else(|| "reset".to_string(), |t| t.to_string());
+            .map_or_else(|| "reset".to_string(), |t| t.secs_up().to_string());
         let spawned = std::process::Command::new(program)
             .arg(OsStr::from_bytes(&f.label))
             .arg(f.item.to_string())
@@ -228,7 +194,7 @@ fn notify(program: &OsString, newly_full: &[Full]) {
                 NAME,
                 &format!(
                     "cannot start OVERLIMIT_NOTIFY {}: {e}",
-                    program.to_string_lossy()
+                    printable(program.as_bytes())
                 ),
             );
         }
