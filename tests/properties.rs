@@ -103,13 +103,11 @@ fn window() -> impl Strategy<Value = Window> {
         1u32..,
         any::<u64>(),
         prop::collection::vec(any::<u64>(), 0..=61),
-        any::<bool>(),
     )
-        .prop_map(|(period, first, counts, notified)| Window {
+        .prop_map(|(period, first, counts)| Window {
             period,
             first,
             counts,
-            notified,
         })
 }
 
@@ -119,11 +117,11 @@ fn counter() -> impl Strategy<Value = Counter> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
-        any::<bool>(),
+        prop::collection::vec(item(), 0..=16),
         prop::collection::vec(window(), 0..=4),
     )
         .prop_map(
-            |(client, total, refused, last_refused, classic_notified, mut windows)| {
+            |(client, total, refused, last_refused, notified, mut windows)| {
                 // A counter holds one window per period.
                 windows.sort_by_key(|w| w.period);
                 windows.dedup_by_key(|w| w.period);
@@ -132,7 +130,7 @@ fn counter() -> impl Strategy<Value = Counter> {
                     total,
                     refused,
                     last_refused,
-                    classic_notified,
+                    notified,
                     windows,
                 }
             },
