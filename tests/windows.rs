@@ -74,8 +74,14 @@ fn unix_now() -> u64 {
 
 // ---- Rolling windows ----------------------------------------------------------
 
+/// The most a window keeps a recipient past its PERIOD: one bucket of
+/// PERIOD/60 rounded up to a millisecond, and a millisecond of clock.
+fn slack(period: Duration) -> Duration {
+    Duration::from_millis((period.as_millis() as u64).div_ceil(60) + 1)
+}
+
 #[test]
-fn a_window_lets_n_through_then_refuses_until_room_frees_within_period_plus_two_seconds() {
+fn three_per_two_seconds_has_room_again_two_seconds_after_not_four() {
     const PERIOD: Duration = Duration::from_secs(2);
     let s = Sandbox::with_limits(&format!("{A}:3/2s\n:1000\n"));
     let first = timed(s.user(A));
@@ -86,15 +92,77 @@ fn a_window_lets_n_through_then_refuses_until_room_frees_within_period_plus_two_
     let line = refused(&o);
     assert!(line.contains("limit 3/2s reached (3 counted"), "{line}");
 
-    let (again, _) = until_accepted(|| s.user(A), first.start, PERIOD * 2);
-    // Never loose: the first recipient counted for a whole PERIOD...
+    // The first recipient was counted before `first.end`: no refusal may
+    // start later than a period and the slack after that. (The bug: whole
+    // second buckets kept it up to 4 s.)
+    let (again, _) = until_accepted(|| s.user(A), first.end, PERIOD + slack(PERIOD));
+    // Never loose: the first recipient counted for a whole PERIOD.
     assert!(
         again.end.duration_since(first.start) >= PERIOD,
         "room after only {:?}",
         again.end.duration_since(first.start)
     );
-    // ...and strict by at most two one-second buckets.
-    assert!(again.start.duration_since(first.start) <= PERIOD + Duration::from_secs(2));
+}
+
+#[test]
+fn ten_per_one_second_means_ten_per_second_not_ten_per_three() {
+    const PERIOD: Duration = Duration::from_secs(1);
+    let s = Sandbox::with_limits(&format!("{A}:10/1s\n"));
+    let began = Instant::now();
+    let burst = parallel(10, |_| s.user(A));
+    let ended = Instant::now();
+    assert_eq!(count(&burst, 112), 10, "{burst:?}");
+    let eleventh = timed(s.user(A));
+    if eleventh.start.duration_since(began) < PERIOD {
+        refused(&eleventh.out);
+    } else {
+        eprintln!("the burst took {:?}: too slow to see the refusal", ended - began);
+    }
+    until_accepted(|| s.user(A), ended, PERIOD + slack(PERIOD));
+}
+
+/// A counter file in the previous release's format (version 1, which the
+/// old and the new code both read), with the given window line.
+fn version_1_counter(s: &Sandbox, client: &str, window: &str) {
+    let body = format!(
+        "overlimit 1\nclient {client}\ntotal 1\nrefused 0 0\nnotified 0\n{window}\n"
+    );
+    let sum = body.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    std::fs::write(s.dir().join(client), format!("{body}end {sum:08x}\n")).unwrap();
+}
+
+#[test]
+fn one_recipient_counted_ten_years_ahead_by_a_clock_stepped_back_locks_no_one_out() {
+    const PERIOD: Duration = Duration::from_secs(2);
+    let s = Sandbox::with_limits(&format!("{A}:1/2s\n"));
+    // Buckets of one second: the recipient sits ten years from now.
+    let ahead = unix_now() + 10 * 365 * 86_400;
+    version_1_counter(&s, A, &format!("window 2 {ahead} 0 1"));
+    let first = timed(s.user(A));
+    let line = refused(&first.out);
+    // Rounded up: a period and a bucket from now is at most 3 s.
+    assert!(
+        ["room in 1s", "room in 2s", "room in 3s"]
+            .iter()
+            .any(|r| line.contains(r)),
+        "{line}"
+    );
+    // From now on it counts as of now, for one period.
+    until_accepted(|| s.user(A), first.end, PERIOD + slack(PERIOD));
+}
+
+#[test]
+fn a_hostile_bucket_index_in_a_counter_file_overflows_nothing() {
+    let s = Sandbox::with_limits(&format!("{A}:1/2s\n"));
+    version_1_counter(&s, A, &format!("window 2 {} 0 1", u64::MAX));
+    // The bug: (first + i + span + 1) * width overflowed (a panic, logged as
+    // an internal error, and the recipient passed).
+    let o = s.user(A).run();
+    let line = refused(&o);
+    assert_eq!(o.stderr.lines().count(), 1, "{o:?}");
+    assert!(!line.contains("internal error"), "{line}");
 }
 
 #[test]
@@ -343,6 +411,22 @@ fn one_notification_per_window_going_over_however_many_refusals_and_again_after_
     let lines = notifications(&log, 2);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[1].starts_with(&format!("{A} 2/2s 2 ")), "{lines:?}");
+}
+
+#[test]
+fn two_limits_of_one_period_each_notify_once_not_on_every_refusal() {
+    // The bug: one flag per period, set by the full 1/1h and cleared by the
+    // 10/1h that still had room, so every refusal notified.
+    let s = Sandbox::with_limits(&format!("{A}:1/1h,10/1h\n"));
+    let (program, log) = recorder(&s);
+    let run = || s.user(A).env("OVERLIMIT_NOTIFY", &program);
+    passes(&run().run());
+    for _ in 0..4 {
+        refused(&run().run());
+    }
+    let lines = notifications(&log, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with(&format!("{A} 1/1h 1 ")), "{lines:?}");
 }
 
 #[test]
