@@ -196,13 +196,17 @@ fn write_all(locked: &mut [Locked], counters: &[Counter], before: &[Counter]) ->
     if let Some((l, text)) = locked.iter().zip(&texts).max_by_key(|(_, t)| t.len()) {
         fits_size_limit(&l.path, text.len())?;
     }
+    // A counter that was empty (just created) is put back by truncating it,
+    // which needs no block.
+    let empty: Vec<bool> = locked.iter().map(|l| l.size() == 0).collect();
     for i in 0..locked.len() {
         let Err(e) = locked[i].write_text(&texts[i]) else {
             continue;
         };
         let mut still: Vec<String> = Vec::new();
         for j in 0..=i {
-            if let Err(again) = locked[j].write_text(&before[j].to_text()) {
+            let text = if empty[j] { Vec::new() } else { before[j].to_text() };
+            if let Err(again) = locked[j].write_text(&text) {
                 still.push(again.to_string());
             }
         }

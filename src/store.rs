@@ -171,6 +171,11 @@ impl Locked {
         Ok(Counter::parse(&buf, self.size))
     }
 
+    /// The file's length when opened, or after the last write.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Replaces the contents with `c`'s text; see `write_text`.
     pub fn write(&mut self, c: &Counter) -> Result<(), Internal> {
         let text = c.to_text();

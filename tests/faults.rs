@@ -287,6 +287,20 @@ fn free_blocks(dir: &Path) -> u64 {
     st.f_bavail
 }
 
+/// Fills every free block of the filesystem holding `dir`; the file is
+/// `.filler` in `dir` (a dot file: no counter).
+fn fill_every_block(dir: &Path) -> File {
+    let mut filler = File::create(dir.join(".filler")).unwrap();
+    let block = [b'F'; 4096];
+    let full = loop {
+        if let Err(e) = filler.write_all(&block) {
+            break e;
+        }
+    };
+    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    filler
+}
+
 #[test]
 fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     let s = Sandbox::with_limits(":100\n");
@@ -296,15 +310,7 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     let dir = fs.0.clone();
     let call = |user: &str| s.user(user).env("OVERLIMITDIR", &dir);
     assert_eq!(call("old@example.com").code(), 112);
-    // Fill every block.
-    let mut filler = File::create(dir.join(".filler")).unwrap();
-    let block = [b'F'; 4096];
-    let full = loop {
-        if let Err(e) = filler.write_all(&block) {
-            break e;
-        }
-    };
-    assert_eq!(full.raw_os_error(), Some(libc::ENOSPC), "{full}");
+    let filler = fill_every_block(&dir);
     // A rewrite in place needs no new block.
     for _ in 0..3 {
         let o = call("old@example.com").run();
@@ -332,6 +338,24 @@ fn on_a_full_disk_existing_counters_still_count_and_new_clients_fail_open() {
     let o = call("new@example.com").run();
     assert_eq!((o.code, o.stderr.as_str()), (Some(112), ""), "{o:?}");
     assert_eq!(count_in(&s, &dir, "new@example.com"), 1);
+}
+
+#[test]
+fn on_a_full_disk_a_user_whose_domain_counter_is_new_rises_on_neither_and_the_log_says_so() {
+    let s = Sandbox::with_limits(":100\n");
+    let Some(fs) = Tmpfs::in_sandbox(&s, "small", "256k") else {
+        return;
+    };
+    let dir = fs.0.clone();
+    let call = || s.user("u@shop.example").env("OVERLIMITDIR", &dir);
+    assert_eq!(call().code(), 112);
+    let _filler = fill_every_block(&dir);
+    // The domain gets a line: its counter is new and needs a block, while
+    // the user's is rewritten in place. (The bug: the user's count rose, and
+    // the log said the recipient passed uncounted.)
+    s.limits(":100\n@shop.example:1000\n");
+    fails_open_or_closed(call, "No space left on device (os error 28); no counter changed");
+    assert_eq!(count_in(&s, &dir, "u@shop.example"), 1);
 }
 
 /// After I/O errors ext4 and XFS remount themselves read-only
@@ -687,4 +711,155 @@ fn the_plugin_works_under_softlimit_m_2000000() {
     let o = call().run();
     assert_eq!(o.code, Some(112), "{o:?}");
     logged(&o, "lock not granted");
+}
+
+// ---- Signals, descriptors and memory ----------------------------------------------
+
+/// A wrapper that runs its arguments through `sh -c SCRIPT` (the arguments
+/// after the script's own are `"$@"`, after a `--` that `wrapped` adds).
+fn shell<'a>(script: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut w = vec!["/bin/sh", "-c", script, "sh"];
+    w.extend_from_slice(args);
+    w
+}
+
+#[test]
+fn a_log_file_at_its_size_limit_loses_the_line_but_no_sigxfsz_ends_the_plugin() {
+    let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
+        eprintln!("skipped: prlimit (util-linux) not installed");
+        return;
+    };
+    let s = Sandbox::with_limits(":1\n");
+    assert_eq!(s.user("a@example.com").code(), 112);
+    // stderr appends to a file already at the file-size limit, as a log
+    // file under `softlimit -f` would be; the refusal's line cannot fit.
+    let log = s.root.join("log");
+    std::fs::write(&log, vec![b'L'; 4096]).unwrap();
+    let log_arg = log.to_str().unwrap();
+    let script = "log=$1; shift 2; exec \"$@\" 2>>\"$log\"";
+    let o = wrapped(
+        &s,
+        "a@example.com",
+        &shell(script, &[log_arg, "--", prlimit, "--fsize=4096"]),
+    )
+    .run();
+    // The bug: killed by SIGXFSZ (exit 153 in a shell), which qmail-smtpd
+    // answers with 421 and a dropped session.
+    assert_eq!(o.code, Some(113), "{o:?}");
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 4096);
+    assert_eq!(status(&s, "a@example.com").0, 1);
+}
+
+#[test]
+fn with_descriptors_0_to_2_closed_the_plugin_and_its_notifier_get_dev_null() {
+    let s = Sandbox::with_limits(":1\n");
+    assert_eq!(s.user("a@example.com").code(), 112);
+    // The notifier says what its stdout and stderr are. It is written by a
+    // child shell (see `script` in tests/windows.rs: no "Text file busy").
+    let seen = s.root.join("seen");
+    let notifier = s.root.join("notify");
+    let body = format!(
+        "#!/bin/sh\necho \"$(readlink /proc/$$/fd/1) $(readlink /proc/$$/fd/2)\" >> '{}'\n",
+        seen.display()
+    );
+    let written = Command::new("/bin/sh")
+        .args(["-c", "printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\""])
+        .arg("sh")
+        .arg(body)
+        .arg(&notifier)
+        .status()
+        .unwrap();
+    assert!(written.success());
+    // The bug: the plug-in, which has no Rust runtime to do it, left them
+    // closed, so the first file it or its notifier opened became stderr.
+    let o = wrapped(&s, "a@example.com", &shell("shift; exec \"$@\" <&- >&- 2>&-", &[]))
+        .env("OVERLIMIT_NOTIFY", &notifier)
+        .run();
+    assert_eq!(o.code, Some(113), "{o:?}");
+    let started = Instant::now();
+    while !seen.exists() && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let seen = std::fs::read_to_string(&seen).unwrap_or_default();
+    assert_eq!(seen, "/dev/null /dev/null\n");
+    assert_eq!(status(&s, "a@example.com").0, 1);
+}
+
+/// Sets the data length of the record whose key ends with `key` in the cdb
+/// at `path` to `len` (a damaged file; the data is not there). A cdb's
+/// records follow its 2,048-byte header up to the first hash table.
+fn damage_cdb_record(path: &Path, key: &[u8], len: u32) {
+    let mut cdb = std::fs::read(path).unwrap();
+    let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let tables = (0..256).map(|i| word(&cdb, i * 8)).min().unwrap();
+    let mut at = 2048;
+    while at < tables {
+        let (klen, dlen) = (word(&cdb, at), word(&cdb, at + 4));
+        if cdb[at + 8..at + 8 + klen].ends_with(key) {
+            cdb[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+            std::fs::write(path, cdb).unwrap();
+            return;
+        }
+        at += 8 + klen + dlen;
+    }
+    panic!("no record for {key:?} in {}", path.display());
+}
+
+#[test]
+fn memory_that_runs_out_is_an_internal_error_not_sigabrt() {
+    let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
+        eprintln!("skipped: prlimit (util-linux) not installed");
+        return;
+    };
+    let Some(image) = image_size(PLUGIN) else {
+        eprintln!("skipped: the plug-in is not a static binary on this target");
+        return;
+    };
+    let s = Sandbox::with_limits(":1000\nbig@example.com:5\n");
+    assert_eq!(s.admin(&["compile"]).code(), 0);
+    // A record claiming a megabyte of limits, under the memory cap of a run
+    // script (see `the_plugin_works_under_softlimit_m_2000000`): it cannot
+    // be allocated. The bug: Rust's abort, exit 134 by SIGABRT.
+    let mut cdb = s.control().into_os_string();
+    cdb.push(".cdb");
+    damage_cdb_record(Path::new(&cdb), b"big@example.com", 1 << 20);
+    let cap = image + 700_000;
+    let limits = ["as", "data", "stack"].map(|l| format!("--{l}={cap}"));
+    let softlimit = [prlimit, &limits[0], &limits[1], &limits[2]];
+    for (failclosed, code) in [("", 112), ("1", 111)] {
+        let o = wrapped(&s, "big@example.com", &softlimit)
+            .env("OVERLIMIT_FAILCLOSED", failclosed)
+            .run();
+        assert_eq!(o.code, Some(code), "{o:?}");
+        assert!(o.stderr.starts_with("rcptcheck-overlimit: "), "{o:?}");
+    }
+}
+
+// ---- Ownership -----------------------------------------------------------------------
+
+#[test]
+fn a_counter_root_creates_goes_to_the_directorys_owner_so_the_smtpd_user_keeps_counting() {
+    if !is_root() {
+        eprintln!("skipped: not root, cannot create a counter as root for another account");
+        return;
+    }
+    let s = Sandbox::with_limits(":100\n");
+    // The smtpd user (nobody here) owns the directory; its group is one
+    // nobody is not in, as when the group is the admin tools'.
+    let dir = s.dir();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(4242)).unwrap();
+    chmod(&dir, 0o2770);
+    // Root runs the plug-in by hand, as the man page's EXAMPLES do. (The bug:
+    // a root-owned counter, which nobody could not open, so that client
+    // passed uncounted until the sweep.)
+    assert_eq!(s.user("a@example.com").code(), 112);
+    let m = std::fs::metadata(dir.join("a@example.com")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (65534, 4242, 0o660));
+    let Some(nobody) = as_nobody(&s, "a@example.com") else {
+        return;
+    };
+    let o = nobody.run();
+    assert_eq!((o.code, o.stderr.as_str()), (Some(112), ""), "{o:?}");
+    assert_eq!(status(&s, "a@example.com").0, 2);
 }
