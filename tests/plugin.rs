@@ -377,6 +377,47 @@ fn a_reply_line_goes_on_fd4_only_with_a_refusal_and_overlimit_reply() {
     }
 }
 
+/// The `export NAME=VALUE` lines of a shipped example run script.
+fn exports(script: &str) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("control-examples").join(script);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// With a 421 qmail-smtpd drops the connection in the middle of the
+/// transaction: the recipients it had accepted are counted and never queued
+/// (limit 3, one message to 5: counter 3, queue empty). So the examples
+/// recommend 451, which refuses the fourth and fifth and keeps the session;
+/// the message then goes to the three that were counted.
+#[test]
+fn the_run_script_examples_answer_a_refusal_with_451_so_the_counted_recipients_are_queued() {
+    for script in ["qmail-smtpd.run", "qmail-submission.run"] {
+        let env = exports(script);
+        assert!(
+            env.contains(&("OVERLIMIT_REPLY".to_string(), "451".to_string())),
+            "{script}: {env:?}"
+        );
+        let s = Sandbox::with_limits(":3\n");
+        let mut session: Vec<Outcome> = Vec::new();
+        for _ in 0..5 {
+            let run = env
+                .iter()
+                .fold(s.user("a@example.com"), |run, (k, v)| run.env(k, v));
+            session.push(run.run());
+        }
+        assert_eq!(count(&session, 112), 3, "{session:?}");
+        for refusal in &session[3..] {
+            assert_eq!(refusal.code, Some(113), "{refusal:?}");
+            assert!(refusal.fd4.starts_with("451 4.7.1 "), "{script}: {refusal:?}");
+        }
+    }
+}
+
 #[test]
 fn a_seed_script_x_file_counts_its_size_and_counting_goes_on_from_there() {
     let s = Sandbox::with_limits(":5\n");
