@@ -439,6 +439,33 @@ fn a_seed_script_x_file_counts_its_size_and_counting_goes_on_from_there() {
 }
 
 #[test]
+fn a_counter_of_the_previous_release_keeps_its_counts_and_is_rewritten_in_the_new_format() {
+    let s = Sandbox::with_limits(":5,3/1h\n");
+    // Version 1: the 1 h window in buckets of 60 whole seconds, one of them
+    // two minutes ago holding 2 recipients; 4 in the classic count.
+    let bucket = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 120)
+        / 60;
+    let body = format!(
+        "overlimit 1\nclient a@example.com\ntotal 4\nrefused 0 0\nnotified 0\nwindow 3600 {bucket} 0 2\n"
+    );
+    let sum = body.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    std::fs::write(s.dir().join("a@example.com"), format!("{body}end {sum:08x}\n")).unwrap();
+    // Both counts went on: the window's 2 (room for one), the classic 4.
+    passes(s.user("a@example.com"));
+    let line = refused(s.user("a@example.com"));
+    assert!(line.contains("limit 5 reached (5 counted"), "{line}");
+    assert!(line.contains("limit 3/1h reached (3 counted"), "{line}");
+    let text = s.counter("a@example.com").unwrap();
+    assert!(text.starts_with(b"overlimit 2\n"), "{}", String::from_utf8_lossy(&text));
+}
+
+#[test]
 fn ordinary_client_names_are_the_counter_file_names() {
     let s = Sandbox::new();
     for user in ["Info@Example.com", "a_b+c-d@x.example", "web1"] {

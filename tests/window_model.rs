@@ -150,3 +150,28 @@ fn one_recipient_counted_ten_years_ahead_does_not_lock_a_client_out() {
     let free = w.room_at(1).unwrap().millis() - now;
     assert!(free <= 3_600_000 + 60_000, "room in {free} ms");
 }
+
+proptest! {
+    /// A damaged or hostile counter file holds any numbers: no index, sum or
+    /// product of the window arithmetic may overflow (tests run with
+    /// overflow checks), and the window stays bounded.
+    #[test]
+    fn hostile_windows_overflow_nothing_and_stay_bounded(
+        period in any::<u32>().prop_map(|p| p.max(1)),
+        first in any::<u64>(),
+        counts in prop::collection::vec(any::<u64>(), 0..=MAX_KEPT),
+        times in prop::collection::vec((any::<u64>(), any::<u64>()), 1..8),
+    ) {
+        let mut w = Window { period, first, counts };
+        for (now, n) in times {
+            let now = Time::from_millis(now);
+            w.expire(now);
+            let _ = w.count();
+            let _ = w.room_at(1);
+            let _ = w.room_at(u64::MAX);
+            w.add(now, n);
+            w.take_back(now, n / 2);
+            prop_assert!(w.counts.len() <= MAX_KEPT);
+        }
+    }
+}
