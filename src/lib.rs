@@ -5,8 +5,13 @@
 //! - `control`, `limits`: one line of the control file and its limits;
 //! - `client`: who is sending, in canonical form;
 //! - `lookup`, `compiled`, `cdb`: which line applies, from the text or its cdb;
-//! - `counter`, `store`: counter files and the directory that holds them;
+//! - `counter`, `window`, `store`: counter files, their rolling windows, and
+//!   the directory that holds them;
 //! - `admit`: the decision for one recipient, across every counter that applies;
+//! - `refusal`: how a refusal is worded, in the log and to the sender;
+//! - `time`: milliseconds, and every deadline;
+//! - `process`: what a program puts right before anything else (descriptors,
+//!   signals of resource limits, memory that runs out);
 //! - `sweep`: the cron job's reset;
 //! - `local`: the sendmail wrapper and its counter, for mail from PHP;
 //! - `admin`: the administrator's subcommands;
