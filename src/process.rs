@@ -7,24 +7,26 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
-/// Opens /dev/null on each of descriptors 0-2 (and 4, qmail-smtpd's reply
-/// pipe) that is closed. Otherwise the first file opened later (a counter)
-/// would take the lowest free number and a log line, or a reply, would be
-/// written into it. Costs one `fcntl` per descriptor when all are open.
+/// Opens /dev/null on each of descriptors 0-2 that is closed. Otherwise the
+/// first file opened later (a counter) would take the lowest free number,
+/// and a log line meant for stderr, or a child's output, would go into it.
+/// One `poll`, which marks a closed descriptor POLLNVAL, asks about all three.
 pub fn fill_closed_descriptors() {
-    for fd in [0, 1, 2, 4] {
-        // SAFETY: fcntl on a descriptor number; open and dup2 on a literal
-        // path and descriptor numbers. open returns the lowest free
-        // descriptor, which dup2 moves to `fd` where that was not it.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) == -1 {
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null >= 0 && null != fd {
-                    libc::dup2(null, fd);
-                    libc::close(null);
-                }
-            }
-        }
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: poll on an array we own, of its length, without waiting.
+    if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) } < 0 {
+        return;
+    }
+    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // SAFETY: open on a literal path; it returns the lowest free
+        // descriptor, which is this one, as every lower one is open or was
+        // opened by an earlier turn of this loop.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        debug_assert!(fd < 0 || fd == p.fd);
     }
 }
 

@@ -141,7 +141,8 @@ fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
         if std::env::var_os("USE_FD4").is_some() {
             if let Some(text) = refusal::reply(code, &name, &result, now) {
                 // SAFETY: writing a buffer we own to a descriptor number;
-                // one qmail-smtpd did not open is /dev/null (see `main`).
+                // an fd 4 that is not open makes write fail with EBADF, and
+                // every file this process opened is closed by now.
                 unsafe {
                     libc::write(4, text.as_ptr().cast(), text.len());
                 }
