@@ -9,10 +9,8 @@ use crate::error::Internal;
 use crate::lookup::{self, Resolved};
 use crate::store::Locked;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// The sweep is not in an SMTP session: it may wait longer for a lock.
-const SWEEP_LOCK_WAIT: Duration = Duration::from_secs(10);
+use crate::time::ADMIN_LOCK_WAIT;
+use std::time::Instant;
 
 /// What became of one counter.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,7 +74,7 @@ pub fn sweep_one(
     keep_overlimit: bool,
     now: crate::time::Time,
 ) -> Result<Swept, Internal> {
-    let Some(mut locked) = Locked::open_existing(dir, file, Instant::now() + SWEEP_LOCK_WAIT)?
+    let Some(mut locked) = Locked::open_existing(dir, file, Instant::now() + ADMIN_LOCK_WAIT)?
     else {
         return Ok(Swept::Skipped);
     };

@@ -81,7 +81,7 @@ impl Window {
         }
         let oldest = now.millis().saturating_sub(self.period_millis()) / self.width();
         if oldest > self.first {
-            let gone = usize::try_from(oldest - self.first).map_or(usize::MAX, |g| g);
+            let gone = usize::try_from(oldest - self.first).unwrap_or(usize::MAX);
             self.counts.drain(..gone.min(self.counts.len()));
             self.first = oldest;
         }
@@ -148,7 +148,7 @@ impl Window {
             return;
         }
         // A bucket after the last was folded into the last (a clock step).
-        let i = usize::try_from(here - self.first).map_or(usize::MAX, |i| i);
+        let i = usize::try_from(here - self.first).unwrap_or(usize::MAX);
         let i = i.min(self.counts.len() - 1);
         self.counts[i] = self.counts[i].saturating_sub(n);
     }

@@ -4,7 +4,7 @@
 use super::status::file_of;
 use crate::store::Locked;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub const USAGE: &str = "usage: overlimit reset CLIENT...
 
@@ -19,7 +19,7 @@ pub fn run(dir: &Path, names: &[String]) -> i32 {
     let mut code = 0;
     for name in names {
         let file = file_of(name.as_bytes());
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + crate::time::ADMIN_LOCK_WAIT;
         match Locked::open_existing(dir, &file, deadline)
             .and_then(|l| l.map(Locked::remove).transpose())
         {

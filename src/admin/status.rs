@@ -7,7 +7,7 @@ use crate::counter::Counter;
 use crate::store::{client_file, domain_file, Locked};
 use crate::sweep::{counter_files, label, limits_of};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub const USAGE: &str = "usage: overlimit status [--json] [CLIENT...]
 
@@ -84,7 +84,7 @@ fn row(
     file: &str,
     now: crate::time::Time,
 ) -> Result<Option<Row>, crate::error::Internal> {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + crate::time::READ_LOCK_WAIT;
     let Some(locked) = Locked::open_to_read(dir, file, deadline)? else {
         return Ok(None);
     };

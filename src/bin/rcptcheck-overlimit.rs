@@ -11,14 +11,14 @@
 
 use overlimit::admit::{self, Full};
 use overlimit::client::{printable, Client};
-use overlimit::config::{self, Config};
+use overlimit::config::Config;
 use overlimit::error::Internal;
+use overlimit::log;
 use overlimit::lookup;
 use overlimit::process::{self, ExitOnOom};
 use overlimit::refusal;
 use overlimit::store::LOCK_WAIT;
 use overlimit::time::Time;
-use overlimit::log;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
@@ -43,7 +43,7 @@ static ALLOCATOR: ExitOnOom = ExitOnOom;
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     process::ignore_limit_signals();
     process::fill_closed_descriptors();
-    if fails_closed() {
+    if internal_code() == TEMPFAIL {
         process::on_out_of_memory(
             TEMPFAIL,
             "rcptcheck-overlimit: internal error, answering 111: out of memory\n",
@@ -64,9 +64,9 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     std::panic::catch_unwind(|| run(started)).unwrap_or_else(|_| internal_code())
 }
 
-/// `OVERLIMIT_FAILCLOSED` read without allocating (see `config::switch`),
-/// so that the answer to running out of memory is known before any
-/// allocation.
+/// `OVERLIMIT_FAILCLOSED`, a switch as `config::switch` reads one, but
+/// read without allocating: the answer to running out of memory must be
+/// known before the first allocation.
 fn fails_closed() -> bool {
     // SAFETY: getenv with a literal name, before any thread could change
     // the environment; the result is NULL or a NUL-terminated string.
@@ -164,7 +164,7 @@ fn client() -> Option<Client> {
 }
 
 fn internal_code() -> i32 {
-    if config::switch("OVERLIMIT_FAILCLOSED") {
+    if fails_closed() {
         TEMPFAIL
     } else {
         GO_ON
