@@ -191,7 +191,11 @@ fn lock_all(dir: &Path, targets: &[Target], deadline: Instant) -> Result<Vec<Loc
 /// fails (a full disk: the user's counter rewritten in place, the domain's
 /// new one needing a block it cannot get), the counters already written, and
 /// the one that failed, get their text from `before` back.
-fn write_all(locked: &mut [Locked], counters: &[Counter], before: &[Counter]) -> Result<(), Internal> {
+fn write_all(
+    locked: &mut [Locked],
+    counters: &[Counter],
+    before: &[Counter],
+) -> Result<(), Internal> {
     let texts: Vec<Vec<u8>> = counters.iter().map(Counter::to_text).collect();
     if let Some((l, text)) = locked.iter().zip(&texts).max_by_key(|(_, t)| t.len()) {
         fits_size_limit(&l.path, text.len())?;
@@ -205,7 +209,11 @@ fn write_all(locked: &mut [Locked], counters: &[Counter], before: &[Counter]) ->
         };
         let mut still: Vec<String> = Vec::new();
         for j in 0..=i {
-            let text = if empty[j] { Vec::new() } else { before[j].to_text() };
+            let text = if empty[j] {
+                Vec::new()
+            } else {
+                before[j].to_text()
+            };
             if let Err(again) = locked[j].write_text(&text) {
                 still.push(again.to_string());
             }

@@ -329,7 +329,10 @@ mod tests {
              window 3600 28333333 0 3 2\n",
         );
         let mut c = Counter::parse(&text, text.len() as u64).unwrap();
-        assert_eq!((c.total, c.refused, c.client.as_slice()), (9, 1, &b"web1@example.com"[..]));
+        assert_eq!(
+            (c.total, c.refused, c.client.as_slice()),
+            (9, 1, &b"web1@example.com"[..])
+        );
         c.keep_windows(&[3600], Time::from_secs(1_700_000_100));
         let w = c.window(3600).unwrap();
         assert_eq!(w.count(), 5);

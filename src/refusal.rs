@@ -16,7 +16,10 @@ pub fn wait(now: Time, at: Time) -> String {
 
 /// `room in 12m`, or `until reset` for a limit no wait can help.
 pub fn room(now: Time, room_at: Option<Time>) -> String {
-    room_at.map_or_else(|| "until reset".to_string(), |t| format!("room in {}", wait(now, t)))
+    room_at.map_or_else(
+        || "until reset".to_string(),
+        |t| format!("room in {}", wait(now, t)),
+    )
 }
 
 /// One full limit of `client`'s: `limit 100/1h reached (100 counted, room in

@@ -8,8 +8,8 @@ use crate::counter::Counter;
 use crate::error::Internal;
 use crate::lookup::{self, Resolved};
 use crate::store::Locked;
-use std::path::Path;
 use crate::time::ADMIN_LOCK_WAIT;
+use std::path::Path;
 use std::time::Instant;
 
 /// What became of one counter.

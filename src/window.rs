@@ -225,7 +225,10 @@ mod tests {
         w.add(at(100_000), 1);
         w.add(at(100_300), 2);
         let free = w.room_at(3).unwrap();
-        assert!(free.millis() >= 102_000 && free.millis() <= 102_000 + 34, "{free:?}");
+        assert!(
+            free.millis() >= 102_000 && free.millis() <= 102_000 + 34,
+            "{free:?}"
+        );
     }
 
     #[test]

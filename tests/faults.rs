@@ -354,7 +354,10 @@ fn on_a_full_disk_a_user_whose_domain_counter_is_new_rises_on_neither_and_the_lo
     // the user's is rewritten in place. (The bug: the user's count rose, and
     // the log said the recipient passed uncounted.)
     s.limits(":100\n@shop.example:1000\n");
-    fails_open_or_closed(call, "No space left on device (os error 28); no counter changed");
+    fails_open_or_closed(
+        call,
+        "No space left on device (os error 28); no counter changed",
+    );
     assert_eq!(count_in(&s, &dir, "u@shop.example"), 1);
 }
 
@@ -772,9 +775,13 @@ fn with_descriptors_0_to_2_closed_the_plugin_and_its_notifier_get_dev_null() {
     assert!(written.success());
     // The bug: the plug-in, which has no Rust runtime to do it, left them
     // closed, so the first file it or its notifier opened became stderr.
-    let o = wrapped(&s, "a@example.com", &shell("shift; exec \"$@\" <&- >&- 2>&-", &[]))
-        .env("OVERLIMIT_NOTIFY", &notifier)
-        .run();
+    let o = wrapped(
+        &s,
+        "a@example.com",
+        &shell("shift; exec \"$@\" <&- >&- 2>&-", &[]),
+    )
+    .env("OVERLIMIT_NOTIFY", &notifier)
+    .run();
     assert_eq!(o.code, Some(113), "{o:?}");
     let started = Instant::now();
     while !seen.exists() && started.elapsed() < Duration::from_secs(5) {

@@ -379,7 +379,9 @@ fn a_reply_line_goes_on_fd4_only_with_a_refusal_and_overlimit_reply() {
 
 /// The `export NAME=VALUE` lines of a shipped example run script.
 fn exports(script: &str) -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("control-examples").join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("control-examples")
+        .join(script);
     std::fs::read_to_string(&path)
         .unwrap()
         .lines()
@@ -413,7 +415,10 @@ fn the_run_script_examples_answer_a_refusal_with_451_so_the_counted_recipients_a
         assert_eq!(count(&session, 112), 3, "{session:?}");
         for refusal in &session[3..] {
             assert_eq!(refusal.code, Some(113), "{refusal:?}");
-            assert!(refusal.fd4.starts_with("451 4.7.1 "), "{script}: {refusal:?}");
+            assert!(
+                refusal.fd4.starts_with("451 4.7.1 "),
+                "{script}: {refusal:?}"
+            );
         }
     }
 }
@@ -455,14 +460,22 @@ fn a_counter_of_the_previous_release_keeps_its_counts_and_is_rewritten_in_the_ne
     let sum = body.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    std::fs::write(s.dir().join("a@example.com"), format!("{body}end {sum:08x}\n")).unwrap();
+    std::fs::write(
+        s.dir().join("a@example.com"),
+        format!("{body}end {sum:08x}\n"),
+    )
+    .unwrap();
     // Both counts went on: the window's 2 (room for one), the classic 4.
     passes(s.user("a@example.com"));
     let line = refused(s.user("a@example.com"));
     assert!(line.contains("limit 5 reached (5 counted"), "{line}");
     assert!(line.contains("limit 3/1h reached (3 counted"), "{line}");
     let text = s.counter("a@example.com").unwrap();
-    assert!(text.starts_with(b"overlimit 2\n"), "{}", String::from_utf8_lossy(&text));
+    assert!(
+        text.starts_with(b"overlimit 2\n"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
 }
 
 #[test]

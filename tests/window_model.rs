@@ -70,12 +70,20 @@ impl Model {
 
     /// Recipients within the period up to `now`.
     fn count(&self) -> u64 {
-        self.recipients.iter().filter(|r| !r.gone).map(|r| r.n).sum()
+        self.recipients
+            .iter()
+            .filter(|r| !r.gone)
+            .map(|r| r.n)
+            .sum()
     }
 
     /// Recipients within the period and one bucket more.
     fn bound(&self) -> u64 {
-        self.recipients.iter().filter(|r| !r.loose_gone).map(|r| r.n).sum()
+        self.recipients
+            .iter()
+            .filter(|r| !r.loose_gone)
+            .map(|r| r.n)
+            .sum()
     }
 }
 

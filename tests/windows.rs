@@ -116,7 +116,10 @@ fn ten_per_one_second_means_ten_per_second_not_ten_per_three() {
     if eleventh.start.duration_since(began) < PERIOD {
         refused(&eleventh.out);
     } else {
-        eprintln!("the burst took {:?}: too slow to see the refusal", ended - began);
+        eprintln!(
+            "the burst took {:?}: too slow to see the refusal",
+            ended - began
+        );
     }
     until_accepted(|| s.user(A), ended, PERIOD + slack(PERIOD));
 }
@@ -124,9 +127,8 @@ fn ten_per_one_second_means_ten_per_second_not_ten_per_three() {
 /// A counter file in the previous release's format (version 1, which the
 /// old and the new code both read), with the given window line.
 fn version_1_counter(s: &Sandbox, client: &str, window: &str) {
-    let body = format!(
-        "overlimit 1\nclient {client}\ntotal 1\nrefused 0 0\nnotified 0\n{window}\n"
-    );
+    let body =
+        format!("overlimit 1\nclient {client}\ntotal 1\nrefused 0 0\nnotified 0\n{window}\n");
     let sum = body.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
@@ -525,5 +527,8 @@ fn a_count_of_a_trillion_is_added_in_one_step_not_one_at_a_time_under_the_lock()
     let name = o.stdout.trim().to_string();
     let json = s.status_json(&name);
     assert_eq!(json_number(&json, "count"), 1_000_000_000_000, "{json}");
-    assert!(json.contains("{\"period\":3600,\"count\":1000000000000}"), "{json}");
+    assert!(
+        json.contains("{\"period\":3600,\"count\":1000000000000}"),
+        "{json}"
+    );
 }
