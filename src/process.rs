@@ -44,6 +44,19 @@ pub fn ignore_limit_signals() {
     }
 }
 
+/// Gives the signals `ignore_limit_signals` ignored their default action
+/// back, for a child about to exec another program (ignored dispositions
+/// survive exec; a notifier should meet its limits as it would anywhere).
+/// Async-signal-safe: for `CommandExt::pre_exec`.
+pub fn restore_limit_signals() {
+    for sig in [libc::SIGPIPE, libc::SIGXFSZ, libc::SIGXCPU] {
+        // SAFETY: setting a disposition to SIG_DFL is async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
 /// The system allocator, except that an allocation that fails ends the
 /// process with the exit code and log line set by `on_out_of_memory`
 /// instead of Rust's abort (SIGABRT). Under `softlimit -m` any allocation

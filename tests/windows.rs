@@ -532,3 +532,29 @@ fn a_count_of_a_trillion_is_added_in_one_step_not_one_at_a_time_under_the_lock()
         "{json}"
     );
 }
+
+#[test]
+fn the_notifier_does_not_inherit_the_plugins_ignored_limit_signals() {
+    // The plug-in ignores SIGXFSZ, SIGXCPU and SIGPIPE for itself; ignored
+    // dispositions survive exec, and an administrator's program should meet
+    // its limits as it would anywhere else.
+    let s = Sandbox::with_limits(":1\n");
+    let log = s.root.join("ignored");
+    let program = script(
+        &s,
+        "notify",
+        &format!("grep SigIgn /proc/$$/status >> '{}'", log.display()),
+    );
+    passes(&s.user(A).env("OVERLIMIT_NOTIFY", &program).run());
+    refused(&s.user(A).env("OVERLIMIT_NOTIFY", &program).run());
+    let lines = notifications(&log, 1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let mask = u64::from_str_radix(lines[0].split_whitespace().nth(1).unwrap(), 16).unwrap();
+    for (name, sig) in [
+        ("SIGPIPE", libc::SIGPIPE),
+        ("SIGXCPU", libc::SIGXCPU),
+        ("SIGXFSZ", libc::SIGXFSZ),
+    ] {
+        assert_eq!(mask & (1 << (sig - 1)), 0, "{name} ignored: {lines:?}");
+    }
+}

@@ -21,6 +21,7 @@ use overlimit::store::LOCK_WAIT;
 use overlimit::time::Time;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::time::Instant;
 
 const NAME: &str = "rcptcheck-overlimit";
@@ -183,13 +184,22 @@ fn notify(program: &OsString, newly_full: &[Full]) {
         let room = f
             .room_at
             .map_or_else(|| "reset".to_string(), |t| t.secs_up().to_string());
-        let spawned = std::process::Command::new(program)
+        let mut command = std::process::Command::new(program);
+        command
             .arg(OsStr::from_bytes(&f.label))
             .arg(f.item.to_string())
             .arg(f.count.to_string())
             .arg(room)
-            .stdin(std::process::Stdio::null())
-            .spawn();
+            .stdin(std::process::Stdio::null());
+        // SAFETY: the closure only sets signal dispositions, which is
+        // async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                process::restore_limit_signals();
+                Ok(())
+            });
+        }
+        let spawned = command.spawn();
         if let Err(e) = spawned {
             log::line(
                 NAME,
