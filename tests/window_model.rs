@@ -5,6 +5,9 @@
 //! more bucket (strict by at most PERIOD/60, rounded up to a millisecond),
 //! and `room_at` names the very moment the window has room.
 //!
+//! The default case count runs in `cargo test`; a long run is
+//! `PROPTEST_CASES=100000 cargo test --release --test window_model`.
+//!
 //! The model follows the counter's rule for a clock stepped back: a
 //! recipient that the clock now places in the future happened at the latest
 //! now, so from then on it counts as of now (see `window.rs`).
@@ -88,8 +91,6 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
-
     #[test]
     fn the_window_errs_strict_by_at_most_one_bucket_and_room_at_is_exact(
         (p, steps) in period().prop_flat_map(|p| {
