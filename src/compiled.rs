@@ -1,18 +1,18 @@
 //! The layout of `relaylimits.cdb`, shared by `overlimit compile` (which
-//! writes it) and the plug-in (which reads it).
+//! writes it) and every reader of the control file.
 //!
-//! Keys are the canonical left-hand sides (`user@x`, `*@x`, `@x`, `` for the
-//! default, `192.0.2.0/24`); values are `LINE LIMITS`. Three keys starting with
-//! a newline, which no line can hold, hold the text's fingerprint and the
-//! prefix lengths that ranges use, so a longest-prefix match costs one probe
-//! per length present rather than one per possible length.
+//! Keys are the canonical left-hand sides (`Key::to_bytes`: `user@x`, `*@x`,
+//! `@x`, `` for the default, `192.0.2.0/24`, `@192.0.2.0/24`); values are
+//! `LINE LIMITS`. Keys starting with a newline, which no line can hold, hold
+//! the text's fingerprint, a digest of what was compiled, and the prefix
+//! lengths that ranges use, so a longest-prefix match costs one probe per
+//! length present rather than one per possible length.
 
 use crate::cdb;
-use crate::client::Client;
-use crate::control::{Entry, Key, Net};
+use crate::control::{Entry, Key};
 use crate::error::{fail, Internal};
 use crate::limits::Limits;
-use crate::lookup::{Resolved, Rule, Via};
+use crate::rules::Lines;
 use std::collections::BTreeMap;
 use std::fs::{Metadata, OpenOptions};
 use std::io;
@@ -20,8 +20,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const SOURCE: &[u8] = b"\nsource";
-const RANGES4: &[u8] = b"\nranges4";
-const RANGES6: &[u8] = b"\nranges6";
+/// A hash of the records, which `overlimit check` compares with the text.
+pub const DIGEST: &[u8] = b"\ndigest";
+/// Prefix lengths: index `2 * v6 + aggregate`.
+const LENGTHS: [&[u8]; 4] = [b"\nranges4", b"\naggregates4", b"\nranges6", b"\naggregates6"];
 
 /// `RELAYLIMITS.cdb`.
 pub fn cdb_path(control: &Path) -> PathBuf {
@@ -30,36 +32,42 @@ pub fn cdb_path(control: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// What identifies one version of the text: device, inode, size, and mtime
-/// and ctime to the nanosecond. An editor's save changes at least one of
-/// them; the ctime catches an edit that keeps size and mtime (`cp -p` over
-/// the file, `touch -r`), as no one can set it back.
+/// What identifies one version of the text: device, inode, size and mtime
+/// to the nanosecond. Every write sets the mtime and an editor's save makes
+/// a new inode; what only the owner can do on purpose (set the mtime back
+/// with `touch -r`) `overlimit check` catches by the digest. The ctime is
+/// left out: a `chmod` or `chown` changes it, and must not make the cdb
+/// stale (the text then read on every call).
 pub fn fingerprint(m: &Metadata) -> Vec<u8> {
     format!(
-        "{} {} {} {}.{:09} {}.{:09}",
+        "v2 {} {} {} {}.{:09}",
         m.dev(),
         m.ino(),
         m.size(),
         m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec()
+        m.mtime_nsec()
     )
     .into_bytes()
 }
 
-/// The cdb's records for the parsed lines of a text (last line wins).
-pub fn records(text: &Metadata, entries: &[(usize, Entry)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The key-value records of the parsed lines (last line wins), without the
+/// fingerprint, sorted.
+fn entries_of(entries: &[(usize, Entry)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut last: BTreeMap<Vec<u8>, (usize, &Limits)> = BTreeMap::new();
-    let mut lengths: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut lengths: [Vec<u8>; 4] = Default::default();
     for (line, e) in entries {
-        if let Key::Range(net) = &e.key {
-            lengths[usize::from(net.addr.is_ipv6())].push(net.len);
+        let net = match &e.key {
+            Key::Range(n) => Some((n, 0)),
+            Key::RangeAggregate(n) => Some((n, 1)),
+            _ => None,
+        };
+        if let Some((net, aggregate)) = net {
+            lengths[2 * usize::from(net.addr.is_ipv6()) + aggregate].push(net.len);
         }
         last.insert(e.key.to_bytes(), (*line, &e.limits));
     }
-    let mut out = vec![(SOURCE.to_vec(), fingerprint(text))];
-    for (key, mut lens) in [RANGES4, RANGES6].into_iter().zip(lengths) {
+    let mut out = Vec::new();
+    for (key, mut lens) in LENGTHS.into_iter().zip(lengths) {
         lens.sort_unstable_by(|a, b| b.cmp(a));
         lens.dedup();
         let list: Vec<String> = lens.iter().map(u8::to_string).collect();
@@ -72,13 +80,42 @@ pub fn records(text: &Metadata, entries: &[(usize, Entry)]) -> Vec<(Vec<u8>, Vec
     out
 }
 
-/// Looks the client up in the cdb if there is one that matches the text;
-/// `Ok(None)` sends the caller to the text.
-pub fn resolve(
-    control: &Path,
-    client: &Client,
-    notes: &mut Vec<String>,
-) -> Result<Option<Resolved>, Internal> {
+/// A digest of records: two 64-bit FNV-1a hashes over their lengths and
+/// bytes. Not a defence against a forger (the text's owner could write
+/// anything anyway), only against a cdb that silently no longer says what
+/// the text says.
+pub fn digest_of(entries: &[(usize, Entry)]) -> Vec<u8> {
+    let (mut a, mut b) = (0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142u64);
+    for (k, v) in entries_of(entries) {
+        for part in [&(k.len() as u64).to_le_bytes()[..], &k, &v, b"\n"] {
+            for &byte in part {
+                a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+                b = (b ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+    }
+    format!("{a:016x}{b:016x}").into_bytes()
+}
+
+/// The cdb's records for the parsed lines of a text.
+pub fn records(text: &Metadata, entries: &[(usize, Entry)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = vec![
+        (SOURCE.to_vec(), fingerprint(text)),
+        (DIGEST.to_vec(), digest_of(entries)),
+    ];
+    out.extend(entries_of(entries));
+    out
+}
+
+/// A cdb that matches its text.
+pub struct Compiled {
+    db: cdb::Reader,
+    path: PathBuf,
+}
+
+/// Opens the cdb if there is one that matches the text; `Ok(None)` sends
+/// the caller to the text (with a note when a cdb is there but stale).
+pub fn open(control: &Path, notes: &mut Vec<String>) -> Result<Option<Compiled>, Internal> {
     let path = cdb_path(control);
     // Non-blocking, so that a FIFO in its place cannot hang the plug-in.
     let db = match OpenOptions::new()
@@ -90,14 +127,14 @@ pub fn resolve(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail("open", &path, e)),
     };
-    let get = |key: &[u8]| db.get(key).map_err(|e| fail("read", &path, e));
     // The text is looked at only now: most servers have no cdb at all.
     let text = match std::fs::metadata(control) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(fail("stat", control, e)),
     };
-    let current = match (get(SOURCE)?, &text) {
+    let stamp = db.get(SOURCE).map_err(|e| fail("read", &path, e))?;
+    let current = match (stamp, &text) {
         (Some(stamp), Some(m)) => stamp == fingerprint(m),
         _ => false,
     };
@@ -108,55 +145,38 @@ pub fn resolve(
         ));
         return Ok(None);
     }
-    let rule = |key: &[u8], via: Via| -> Result<Option<Rule>, Internal> {
-        Ok(match get(key)? {
-            Some(v) => Some(
-                value(&v, via)
-                    .ok_or_else(|| Internal(format!("{}: damaged record", path.display())))?,
-            ),
-            None => None,
-        })
-    };
-    let name = client.name();
-    let mut own = rule(&name, Via::Own)?;
-    let mut domain = None;
-    match client {
-        Client::User(_) => {
-            if let Some(d) = client.domain() {
-                if own.is_none() {
-                    own = rule(&[b"*@", d].concat(), Via::DomainUsers)?;
-                }
-                domain = rule(&[b"@", d].concat(), Via::Own)?;
-            }
-        }
-        Client::Ip(ip) => {
-            if own.is_none() {
-                let lengths =
-                    get(if ip.is_ipv4() { RANGES4 } else { RANGES6 })?.unwrap_or_default();
-                for len in lengths
-                    .split(|&b| b == b' ')
-                    .filter_map(crate::limits::parse_number)
-                {
-                    let net = Net::new(*ip, len as u8);
-                    if let Some(r) = rule(net.to_string().as_bytes(), Via::Range(net))? {
-                        own = Some(r);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if own.is_none() {
-        own = rule(b"", Via::Default)?;
-    }
-    Ok(Some(Resolved { own, domain }))
+    Ok(Some(Compiled { db, path }))
 }
 
-fn value(v: &[u8], via: Via) -> Option<Rule> {
+impl Compiled {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Internal> {
+        self.db.get(key).map_err(|e| fail("read", &self.path, e))
+    }
+}
+
+impl Lines for Compiled {
+    fn rule(&self, key: &[u8]) -> Result<Option<(usize, Limits)>, Internal> {
+        let Some(v) = self.get(key)? else {
+            return Ok(None);
+        };
+        value(&v)
+            .map(Some)
+            .ok_or_else(|| Internal(format!("{}: damaged record", self.path.display())))
+    }
+
+    fn lengths(&self, v6: bool, aggregate: bool) -> Result<Vec<u8>, Internal> {
+        let key = LENGTHS[2 * usize::from(v6) + usize::from(aggregate)];
+        let list = self.get(key)?.unwrap_or_default();
+        Ok(list
+            .split(|&b| b == b' ')
+            .filter_map(crate::limits::parse_number)
+            .filter_map(|n| u8::try_from(n).ok())
+            .collect())
+    }
+}
+
+fn value(v: &[u8]) -> Option<(usize, Limits)> {
     let space = v.iter().position(|&b| b == b' ')?;
-    Some(Rule {
-        line: crate::limits::parse_number(&v[..space])? as usize,
-        limits: Limits::parse(&v[space + 1..]).ok()?,
-        via,
-    })
+    let line = usize::try_from(crate::limits::parse_number(&v[..space])?).ok()?;
+    Some((line, Limits::parse(&v[space + 1..]).ok()?))
 }

@@ -4,7 +4,8 @@
 //!
 //! - `control`, `limits`: one line of the control file and its limits;
 //! - `client`: who is sending, in canonical form;
-//! - `lookup`, `compiled`, `cdb`: which line applies, from the text or its cdb;
+//! - `rules`: which counters and limits apply, by one set of probes;
+//! - `lookup`, `compiled`, `cdb`: those probes answered from the text or its cdb;
 //! - `counter`, `store`: counter files and the directory that holds them;
 //! - `admit`: the decision for one recipient, across every counter that applies;
 //! - `sweep`: the cron job's reset;
@@ -27,5 +28,6 @@ pub mod limits;
 pub mod local;
 pub mod log;
 pub mod lookup;
+pub mod rules;
 pub mod store;
 pub mod sweep;
