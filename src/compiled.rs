@@ -20,8 +20,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const SOURCE: &[u8] = b"\nsource";
-/// A hash of the records, which `overlimit check` compares with the text.
-pub const DIGEST: &[u8] = b"\ndigest";
+/// The text's ctime when compiled.
+const CTIME: &[u8] = b"\nctime";
+/// A digest of the text's bytes.
+const DIGEST: &[u8] = b"\ndigest";
 /// Prefix lengths: index `2 * v6 + aggregate`.
 const LENGTHS: [&[u8]; 4] = [b"\nranges4", b"\naggregates4", b"\nranges6", b"\naggregates6"];
 
@@ -33,11 +35,12 @@ pub fn cdb_path(control: &Path) -> PathBuf {
 }
 
 /// What identifies one version of the text: device, inode, size and mtime
-/// to the nanosecond. Every write sets the mtime and an editor's save makes
-/// a new inode; what only the owner can do on purpose (set the mtime back
-/// with `touch -r`) `overlimit check` catches by the digest. The ctime is
-/// left out: a `chmod` or `chown` changes it, and must not make the cdb
-/// stale (the text then read on every call).
+/// to the nanosecond. Every write sets the mtime, an editor's save makes a
+/// new inode. Only a deliberate `touch -r` or `cp -p` puts an mtime back,
+/// and then the ctime tells; but so does a `chmod` or `chown`, which must not
+/// make the cdb stale (the text then read on every call). So the ctime is
+/// kept apart: when only it changed, the text's bytes are compared with the
+/// digest recorded at compile time, a fast hash and no parse.
 pub fn fingerprint(m: &Metadata) -> Vec<u8> {
     format!(
         "v2 {} {} {} {}.{:09}",
@@ -48,6 +51,36 @@ pub fn fingerprint(m: &Metadata) -> Vec<u8> {
         m.mtime_nsec()
     )
     .into_bytes()
+}
+
+fn ctime(m: &Metadata) -> Vec<u8> {
+    format!("{}.{:09}", m.ctime(), m.ctime_nsec()).into_bytes()
+}
+
+/// A digest of the text: two 64-bit lanes over its 8-byte words. Not a
+/// defence against a forger (the text's owner can write anything anyway),
+/// only against a cdb that silently no longer says what the text says.
+pub fn digest(mut text: impl io::Read) -> io::Result<Vec<u8>> {
+    let (mut a, mut b, mut len) = (0x243f_6a88_85a3_08d3u64, 0x1319_8a2e_0370_7344u64, 0u64);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut held = 0;
+    loop {
+        let n = text.read(&mut buf[held..])?;
+        let end = held + n;
+        let words = if n == 0 { end.div_ceil(8) * 8 } else { end / 8 * 8 };
+        buf[end..words.max(end)].fill(0);
+        for w in buf[..words].chunks_exact(8) {
+            let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            a = (a ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31);
+            b = (b ^ w).wrapping_mul(0xc2b2_ae3d_27d4_eb4f).rotate_left(29);
+        }
+        len += n as u64;
+        if n == 0 {
+            return Ok(format!("{:016x}{:016x}", a ^ len, b.wrapping_add(len)).into_bytes());
+        }
+        buf.copy_within(words..end, 0);
+        held = end - words;
+    }
 }
 
 /// The key-value records of the parsed lines (last line wins), without the
@@ -80,28 +113,17 @@ fn entries_of(entries: &[(usize, Entry)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-/// A digest of records: two 64-bit FNV-1a hashes over their lengths and
-/// bytes. Not a defence against a forger (the text's owner could write
-/// anything anyway), only against a cdb that silently no longer says what
-/// the text says.
-pub fn digest_of(entries: &[(usize, Entry)]) -> Vec<u8> {
-    let (mut a, mut b) = (0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142u64);
-    for (k, v) in entries_of(entries) {
-        for part in [&(k.len() as u64).to_le_bytes()[..], &k, &v, b"\n"] {
-            for &byte in part {
-                a = (a ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-                b = (b ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-    }
-    format!("{a:016x}{b:016x}").into_bytes()
-}
-
-/// The cdb's records for the parsed lines of a text.
-pub fn records(text: &Metadata, entries: &[(usize, Entry)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The cdb's records for the parsed lines of a text whose bytes have
+/// `digest`.
+pub fn records(
+    text: &Metadata,
+    digest: Vec<u8>,
+    entries: &[(usize, Entry)],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = vec![
         (SOURCE.to_vec(), fingerprint(text)),
-        (DIGEST.to_vec(), digest_of(entries)),
+        (CTIME.to_vec(), ctime(text)),
+        (DIGEST.to_vec(), digest),
     ];
     out.extend(entries_of(entries));
     out
@@ -133,22 +155,76 @@ pub fn open(control: &Path, notes: &mut Vec<String>) -> Result<Option<Compiled>,
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(fail("stat", control, e)),
     };
-    let stamp = db.get(SOURCE).map_err(|e| fail("read", &path, e))?;
-    let current = match (stamp, &text) {
-        (Some(stamp), Some(m)) => stamp == fingerprint(m),
-        _ => false,
-    };
-    if !current {
-        notes.push(format!(
-            "{} is stale (the text changed after `overlimit compile`); reading the text",
-            path.display()
-        ));
-        return Ok(None);
+    let compiled = Compiled { db, path };
+    if let Some(m) = &text {
+        if compiled.matches(control, m)? {
+            return Ok(Some(compiled));
+        }
     }
-    Ok(Some(Compiled { db, path }))
+    notes.push(format!(
+        "{} is stale (the text changed after `overlimit compile`); reading the text",
+        compiled.path.display()
+    ));
+    Ok(None)
+}
+
+/// How a cdb stands to its text.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// Compiled from this very file, untouched since.
+    Current,
+    /// The same bytes, but the file's attributes changed (`chmod`): each
+    /// lookup compares the bytes; `overlimit compile` makes that unneeded.
+    SameBytes,
+    Stale,
 }
 
 impl Compiled {
+    /// Opens a cdb for `overlimit check`; `None` if there is none.
+    pub fn open_any(control: &Path) -> Result<Option<Compiled>, Internal> {
+        let path = cdb_path(control);
+        match std::fs::File::open(&path) {
+            Ok(f) => Ok(Some(Compiled {
+                db: cdb::Reader::new(f),
+                path,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fail("open", &path, e)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn matches(&self, control: &Path, text: &Metadata) -> Result<bool, Internal> {
+        Ok(self.standing(control, text)? != Standing::Stale)
+    }
+
+    /// Whether this cdb still says what the text at `control` says.
+    pub fn standing(&self, control: &Path, text: &Metadata) -> Result<Standing, Internal> {
+        if self.get(SOURCE)? != Some(fingerprint(text)) {
+            return Ok(Standing::Stale);
+        }
+        if self.get(CTIME)? == Some(ctime(text)) {
+            return Ok(Standing::Current);
+        }
+        if !text.is_file() {
+            return Ok(Standing::Stale);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(control)
+            .map_err(|e| fail("open", control, e))?;
+        let now = digest(file).map_err(|e| fail("read", control, e))?;
+        Ok(if self.get(DIGEST)? == Some(now) {
+            Standing::SameBytes
+        } else {
+            Standing::Stale
+        })
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Internal> {
         self.db.get(key).map_err(|e| fail("read", &self.path, e))
     }
