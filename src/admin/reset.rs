@@ -66,8 +66,9 @@ pub fn run(dir: &Path, args: &[OsString]) -> i32 {
     };
     let mut code = exit::OK;
     for name in &args.names {
-        let asked = shown(name);
-        let Some(target) = target(&unescape(name)) else {
+        let name = unescape(name);
+        let asked = shown(&name);
+        let Some(target) = target(&name) else {
             eprintln!("overlimit reset: {asked}: not a client name, @domain, *@domain or range");
             code = exit::TROUBLE;
             continue;

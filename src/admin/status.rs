@@ -103,7 +103,8 @@ fn rows(
     };
     // What to show, before the control file is read.
     let mut wanted: Vec<Counted> = Vec::new();
-    let mut named = Vec::new();
+    // The index in `wanted` of each named one, with the name as asked.
+    let mut named: HashMap<usize, Vec<u8>> = HashMap::new();
     if names.is_empty() {
         for file in counter_files(dir)? {
             if let Some(c) = read(&file, code) {
@@ -116,13 +117,14 @@ fn rows(
         }
     } else {
         for name in names {
-            match Counted::from_label(&unescape(name)) {
+            let name = unescape(name);
+            match Counted::from_label(&name) {
                 Some(who) => {
-                    named.push(wanted.len());
+                    named.insert(wanted.len(), name);
                     wanted.push(who);
                 }
                 None => {
-                    eprintln!("overlimit status: {}: not a client name", shown(name));
+                    eprintln!("overlimit status: {}: not a client name", shown(&name));
                     *code = exit::TROUBLE;
                 }
             }
@@ -151,9 +153,10 @@ fn rows(
         }
         let refused_by: Vec<Full> = states.iter().flat_map(|s| s.3.clone()).collect();
         let shared: Vec<Vec<u8>> = states[1..].iter().map(|s| s.0.label()).collect();
-        let is_named = named.contains(&i);
-        if is_named && states.iter().all(|s| !s.4) {
-            eprintln!("overlimit: {}: not counted", shown(&names[named_index(&named, i)]));
+        let asked = named.get(&i);
+        let is_named = asked.is_some();
+        if let (Some(asked), true) = (asked, states.iter().all(|s| !s.4)) {
+            eprintln!("overlimit: {}: not counted", shown(asked));
             continue;
         }
         for (n, (counted, limits, counter, full, _)) in states.into_iter().enumerate() {
@@ -180,10 +183,6 @@ fn rows(
         }
     }
     Ok(rows)
-}
-
-fn named_index(named: &[usize], i: usize) -> usize {
-    named.iter().position(|&n| n == i).unwrap_or(0)
 }
 
 fn kind(c: &Counted) -> &'static str {
