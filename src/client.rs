@@ -85,9 +85,7 @@ fn at_position(login: &[u8], atchars: &[u8]) -> Option<usize> {
     if login.contains(&b'@') {
         return None;
     }
-    login
-        .iter()
-        .position(|b| *b != b'@' && atchars.contains(b))
+    login.iter().position(|b| *b != b'@' && atchars.contains(b))
 }
 
 /// `OVERLIMIT_ATCHARS`: the characters that stand for `@` in a login. Only
@@ -276,12 +274,20 @@ mod tests {
 
     #[test]
     fn counted_labels_round_trip() {
-        for label in ["info@example.com", "@example.com", "@192.0.2.0/24", "2001:db8::1"] {
+        for label in [
+            "info@example.com",
+            "@example.com",
+            "@192.0.2.0/24",
+            "2001:db8::1",
+        ] {
             let c = Counted::from_label(label.as_bytes()).unwrap();
             assert_eq!(c.label(), label.as_bytes());
         }
         assert_eq!(Counted::from_label(b"@"), None);
-        assert!(Counted::from_label(b"@2001:db8::/64").unwrap().file().starts_with("@="));
+        assert!(Counted::from_label(b"@2001:db8::/64")
+            .unwrap()
+            .file()
+            .starts_with("@="));
     }
 
     #[test]

@@ -25,7 +25,12 @@ const CTIME: &[u8] = b"\nctime";
 /// A digest of the text's bytes.
 const DIGEST: &[u8] = b"\ndigest";
 /// Prefix lengths: index `2 * v6 + aggregate`.
-const LENGTHS: [&[u8]; 4] = [b"\nranges4", b"\naggregates4", b"\nranges6", b"\naggregates6"];
+const LENGTHS: [&[u8]; 4] = [
+    b"\nranges4",
+    b"\naggregates4",
+    b"\nranges6",
+    b"\naggregates6",
+];
 
 /// `RELAYLIMITS.cdb`.
 pub fn cdb_path(control: &Path) -> PathBuf {
@@ -67,7 +72,11 @@ pub fn digest(mut text: impl io::Read) -> io::Result<Vec<u8>> {
     loop {
         let n = text.read(&mut buf[held..])?;
         let end = held + n;
-        let words = if n == 0 { end.div_ceil(8) * 8 } else { end / 8 * 8 };
+        let words = if n == 0 {
+            end.div_ceil(8) * 8
+        } else {
+            end / 8 * 8
+        };
         buf[end..words.max(end)].fill(0);
         for w in buf[..words].chunks_exact(8) {
             let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));

@@ -38,8 +38,14 @@ pub enum Kind<'a> {
     DomainUsers(&'a [u8]),
     Domain(&'a [u8]),
     /// A range; `masked` says host bits were set.
-    Range { net: Net, masked: bool },
-    RangeAggregate { net: Net, masked: bool },
+    Range {
+        net: Net,
+        masked: bool,
+    },
+    RangeAggregate {
+        net: Net,
+        masked: bool,
+    },
 }
 
 /// An address range, its host bits cleared.
@@ -107,7 +113,9 @@ pub fn range_spelled(text: &[u8]) -> bool {
     let addr = &text[..slash];
     !text.contains(&b'@')
         && addr.iter().any(|b| b".:".contains(b))
-        && addr.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
+        && addr
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
 }
 
 /// Classifies a left-hand side (cleaned, before its last colon).
@@ -176,7 +184,10 @@ impl Key {
     /// Classifies a left-hand side; the flag is set when a range was masked.
     pub fn parse(key: &[u8]) -> Result<(Key, bool), LineError> {
         let kind = classify(key)?;
-        Ok((Key::from_kind(kind, &crate::client::atchars()), kind.masked()))
+        Ok((
+            Key::from_kind(kind, &crate::client::atchars()),
+            kind.masked(),
+        ))
     }
 
     /// The canonical key of a classified left-hand side.
@@ -208,8 +219,8 @@ impl Key {
     pub fn never_matches(&self) -> Option<&'static str> {
         let address_like = |c: &[u8]| {
             let v4 = c.contains(&b'.') && c.iter().all(|b| b.is_ascii_digit() || *b == b'.');
-            let v6 = c.contains(&b':')
-                && c.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b));
+            let v6 =
+                c.contains(&b':') && c.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b));
             (v4 || v6) && crate::client::parse_ip(c).is_none()
         };
         match self {
@@ -384,11 +395,27 @@ mod tests {
 
     #[test]
     fn keys_that_can_never_match() {
-        for never in ["300.1.2.3", "*example.org", "*@a@b", "@a@b", "*@10.0.0.0/8", "1:2:3:4:5:6:7:8:9"] {
+        for never in [
+            "300.1.2.3",
+            "*example.org",
+            "*@a@b",
+            "@a@b",
+            "*@10.0.0.0/8",
+            "1:2:3:4:5:6:7:8:9",
+        ] {
             let (key, _) = Key::parse(never.as_bytes()).unwrap();
             assert!(key.never_matches().is_some(), "{never}");
         }
-        for fine in ["1.2.3.4", "web", "a@b", "*@b", "@b", "10.0.0.0/8", "@10.0.0.0/8", "1234"] {
+        for fine in [
+            "1.2.3.4",
+            "web",
+            "a@b",
+            "*@b",
+            "@b",
+            "10.0.0.0/8",
+            "@10.0.0.0/8",
+            "1234",
+        ] {
             let (key, _) = Key::parse(fine.as_bytes()).unwrap();
             assert_eq!(key.never_matches(), None, "{fine}");
         }
@@ -402,7 +429,10 @@ mod tests {
             Err(LineError::BadRange(_))
         ));
         assert!(matches!(entry("10.0.0/8:5"), Err(LineError::BadRange(_))));
-        assert!(matches!(entry("@300.0.0.0/8:5"), Err(LineError::BadRange(_))));
+        assert!(matches!(
+            entry("@300.0.0.0/8:5"),
+            Err(LineError::BadRange(_))
+        ));
         assert!(matches!(
             entry("x@y:"),
             Err(LineError::Limit(LimitError::Empty))

@@ -61,7 +61,11 @@ fn found(lines: &impl Lines, key: &Key, via: Via) -> Result<Option<Rule>, Intern
 }
 
 /// The ranges of `ip`'s family present in `lines`, longest first.
-fn nets_of(lines: &impl Lines, ip: std::net::IpAddr, aggregate: bool) -> Result<Vec<Net>, Internal> {
+fn nets_of(
+    lines: &impl Lines,
+    ip: std::net::IpAddr,
+    aggregate: bool,
+) -> Result<Vec<Net>, Internal> {
     let bits = if ip.is_ipv4() { 32 } else { 128 };
     let mut lens = lines.lengths(ip.is_ipv6(), aggregate)?;
     lens.retain(|&l| l <= bits);

@@ -91,7 +91,8 @@ pub fn never_matching(parsed: &Parsed) -> Vec<(usize, String)> {
 /// Counters the counter directory's owner (who runs the plug-in) cannot
 /// write: left by root running the plug-in by hand, say. Such a client
 /// passes uncounted until the sweep removes the file. Group write counts when
-/// the file has the directory's group, which the install gives that user.
+/// the file has the directory's group, which the install gives that user; a
+/// directory owned by root is root's plug-in's, which writes anything.
 pub fn unwritable_counters(dir: &Path) -> Vec<String> {
     let Ok(d) = std::fs::metadata(dir) else {
         return Vec::new();
@@ -107,7 +108,8 @@ pub fn unwritable_counters(dir: &Path) -> Vec<String> {
             continue;
         };
         let mode = m.mode();
-        let writable = (m.uid() == d.uid() && mode & 0o200 != 0)
+        let writable = d.uid() == 0
+            || (m.uid() == d.uid() && mode & 0o200 != 0)
             || (m.gid() == d.gid() && mode & 0o020 != 0)
             || mode & 0o002 != 0;
         if m.is_file() && !writable {

@@ -52,7 +52,8 @@ fn read_settled(control: &Path) -> Result<(Parsed, Vec<u8>), String> {
         }
         let file = File::open(control).map_err(|e| format!("open {}: {e}", control.display()))?;
         let sum = digest(&file).map_err(|e| format!("read {}: {e}", control.display()))?;
-        let after = std::fs::metadata(control).map_err(|e| format!("stat {}: {e}", control.display()))?;
+        let after =
+            std::fs::metadata(control).map_err(|e| format!("stat {}: {e}", control.display()))?;
         if fingerprint(&after) == fingerprint(&parsed.meta) {
             return Ok((parsed, sum));
         }

@@ -52,12 +52,7 @@ impl Args {
             } else {
                 match known.iter().find(|k| k.as_bytes() == bytes) {
                     Some(k) => parsed.flags.push(k),
-                    None => {
-                        return Err(format!(
-                            "unknown flag {}",
-                            crate::client::shown(bytes)
-                        ))
-                    }
+                    None => return Err(format!("unknown flag {}", crate::client::shown(bytes))),
                 }
             }
         }

@@ -95,7 +95,10 @@ pub fn run(dir: &Path, args: &[OsString]) -> i32 {
         match (&target, removed) {
             (_, 0) => println!("{asked}: not counted"),
             (Target::One(_), _) => println!("{asked}: reset"),
-            (_, n) => println!("{asked}: reset {n} counter{}", if n == 1 { "" } else { "s" }),
+            (_, n) => println!(
+                "{asked}: reset {n} counter{}",
+                if n == 1 { "" } else { "s" }
+            ),
         }
     }
     code

@@ -54,12 +54,16 @@ pub fn run(control: &Path, dir: &Path, args: &[OsString]) -> i32 {
     let now = crate::config::now();
     match rows(control, dir, &args.names, now, &mut code) {
         Ok(mut rows) => {
-            rows.sort_by(|a, b| {
-                a.refused_by
-                    .is_empty()
-                    .cmp(&b.refused_by.is_empty())
-                    .then(b.counter.total.cmp(&a.counter.total))
-            });
+            // Named ones stay in the order asked, each before its shared
+            // counters; the full list puts who has no room first.
+            if args.names.is_empty() {
+                rows.sort_by(|a, b| {
+                    a.refused_by
+                        .is_empty()
+                        .cmp(&b.refused_by.is_empty())
+                        .then(b.counter.total.cmp(&a.counter.total))
+                });
+            }
             if args.has("--json") {
                 print_json(&rows, now);
             } else {
@@ -257,7 +261,11 @@ fn room_json(full: &[Full]) -> String {
     if full.is_empty() {
         return "null".into();
     }
-    match full.iter().map(|f| f.room_at).try_fold(0, |a, t| t.map(|t| a.max(t))) {
+    match full
+        .iter()
+        .map(|f| f.room_at)
+        .try_fold(0, |a, t| t.map(|t| a.max(t)))
+    {
         Some(t) => t.to_string(),
         None => "\"reset\"".into(),
     }

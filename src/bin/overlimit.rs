@@ -75,7 +75,10 @@ fn run(args: &[OsString]) -> i32 {
             }
             Ok(a) => {
                 let name = shown(&a.names[0]);
-                eprintln!("overlimit: {}: unexpected argument {name}\n{usage}", shown(command.as_bytes()));
+                eprintln!(
+                    "overlimit: {}: unexpected argument {name}\n{usage}",
+                    shown(command.as_bytes())
+                );
                 exit::TROUBLE
             }
             Err(e) => {

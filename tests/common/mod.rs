@@ -36,7 +36,11 @@ pub fn fresh_dir(what: &str) -> PathBuf {
     // SAFETY: `bytes` is a writable NUL-terminated template that outlives the
     // call; mkdtemp only rewrites its X's.
     let made = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
-    assert!(!made.is_null(), "mkdtemp: {}", std::io::Error::last_os_error());
+    assert!(
+        !made.is_null(),
+        "mkdtemp: {}",
+        std::io::Error::last_os_error()
+    );
     bytes.pop();
     // SAFETY: the bytes came from an OsString and mkdtemp wrote ASCII.
     PathBuf::from(unsafe { std::ffi::OsString::from_encoded_bytes_unchecked(bytes) })
@@ -202,7 +206,10 @@ impl Drop for TempAccounts {
         // userdel removes the user's own group (USERGROUPS_ENAB) with it.
         if let Some(user) = &self.made_user {
             let _ = Command::new("userdel").arg(user).status();
-            let _ = Command::new("groupdel").arg(user).stderr(Stdio::null()).status();
+            let _ = Command::new("groupdel")
+                .arg(user)
+                .stderr(Stdio::null())
+                .status();
         }
         if let Some(group) = &self.made_group {
             let _ = Command::new("groupdel").arg(group).status();
@@ -253,6 +260,12 @@ impl Run {
 
     pub fn args(mut self, args: &[&str]) -> Run {
         self.cmd.args(args);
+        self
+    }
+
+    /// One more argument, any bytes.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
+        self.cmd.arg(arg);
         self
     }
 
