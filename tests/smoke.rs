@@ -32,3 +32,28 @@ fn passing_calls_print_nothing() {
         (Some(112), "", "")
     );
 }
+
+/// Pins issue 10's "`make test` as root adds a group and an account to the
+/// host and leaves them": accounts a test makes are gone after it.
+#[test]
+fn accounts_made_for_a_test_are_removed_after_it() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("not root: cannot add accounts");
+    }
+    let exists = |what: &str, name: &str| {
+        std::process::Command::new("getent")
+            .args([what, name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let (group, user) = ("overlimit-t-grp", "overlimit-t-usr");
+    assert!(!exists("group", group) && !exists("passwd", user), "left by an earlier run");
+    {
+        let _made = TempAccounts::new(group, user).expect("groupadd and useradd");
+        assert!(exists("group", group) && exists("passwd", user));
+    }
+    assert!(!exists("group", group), "group {group} left behind");
+    assert!(!exists("passwd", user), "user {user} left behind");
+    assert!(!exists("group", user), "user group {user} left behind");
+}
