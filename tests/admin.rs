@@ -930,3 +930,26 @@ fn status_and_the_sweep_read_the_control_file_once_for_all_counters() {
         o.elapsed
     );
 }
+
+#[test]
+fn the_example_control_file_checks_clean_and_means_what_its_comments_say() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/control-examples/relaylimits");
+    let s = Sandbox::with_limits(&std::fs::read_to_string(example).unwrap());
+    let (lines, code, o) = check(&s);
+    assert_eq!(code, 0, "{o:?}");
+    assert!(reports(&lines, "warning").is_empty(), "{lines:?}");
+    // The login spellings share web@shop.example's counters.
+    for login in ["web@shop.example", "web%shop.example", "web/Shop.example"] {
+        assert_eq!(s.user(login).code(), 112);
+    }
+    let json = s.status_json("web@shop.example");
+    assert!(json.contains("\"shared\":[\"@shop.example\"]"), "{json}");
+    assert_eq!(json_number(&json, "count"), 3, "{json}");
+    // The /64's addresses share one counter beside their own.
+    for a in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        assert_eq!(s.ip(a).code(), 112);
+    }
+    let json = s.status_json("@2001:db8:1:2::/64");
+    assert_eq!(json_number(&json, "count"), 2, "{json}");
+    assert!(json.contains("\"limits\":\"300/1h\""), "{json}");
+}
