@@ -107,7 +107,7 @@ pub fn split(line: &[u8]) -> Result<(&[u8], &[u8]), LineError> {
 /// (`192.0.2.0/24`, `2001:db8::/64`, also a broken `300.1.2.3/8`), and no
 /// `@`. Anything else with a `/` is a login spelling (`web/1` is `web@1`).
 pub fn range_spelled(text: &[u8]) -> bool {
-    let Some(slash) = text.iter().position(|&b| b == b'/') else {
+    let Some(slash) = find(b'/', text) else {
         return false;
     };
     let addr = &text[..slash];

@@ -68,6 +68,53 @@ pub fn open(
     Ok(Source::Text(scan.kept))
 }
 
+/// What the wanted keys of its length say of a line's key.
+enum Known {
+    /// It is one of them (now in the key buffer).
+    Wanted,
+    Unwanted,
+    /// Too many to compare: build the key and look it up.
+    Unknown,
+}
+
+/// Compares a line's key in place with the few wanted keys of its length
+/// (`is` tells a match), which spares most lines a copy and a hash.
+fn among(
+    by_length: &[Vec<Vec<u8>>],
+    len: usize,
+    key: &mut Vec<u8>,
+    is: impl Fn(&[u8]) -> bool,
+) -> Known {
+    const FEW: usize = 4;
+    match by_length.get(len) {
+        None => Known::Unwanted,
+        Some(candidates) if candidates.len() > FEW => Known::Unknown,
+        Some(candidates) => match candidates.iter().find(|k| is(k)) {
+            Some(k) => {
+                key.clone_from(k);
+                Known::Wanted
+            }
+            None => Known::Unwanted,
+        },
+    }
+}
+
+/// Whether `login` (as a line writes it) is the canonical login `key`.
+fn login_matches(login: &[u8], key: &[u8], atchars: &[u8]) -> bool {
+    login.eq_ignore_ascii_case(key)
+        || (!login.contains(&b'@') && {
+            let mut canonical = Vec::with_capacity(login.len());
+            crate::client::login_into(login, atchars, &mut canonical);
+            canonical == key
+        })
+}
+
+/// Whether `key` is `prefix` followed by `domain` in any case.
+fn domain_is(key: &[u8], prefix: &[u8], domain: &[u8]) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+}
+
 /// Where the lines of one lookup come from.
 pub enum Source {
     Compiled(Compiled),
@@ -176,11 +223,17 @@ struct Scan {
     atchars: Vec<u8>,
     /// The keys (`Key::to_bytes`) that concern a wanted counter.
     keys: HashSet<Vec<u8>>,
+    /// `by_length[n]`: the wanted keys `n` bytes long. A login's canonical
+    /// key is as long as the line's, so a line is compared in place with the
+    /// few wanted keys of its length (the plug-in's case), and copied and
+    /// hashed only where there are many (`status`).
+    by_length: Vec<Vec<Vec<u8>>>,
     /// The wanted addresses, sorted, for the ranges that hold them.
     v4: Vec<u32>,
     v6: Vec<u128>,
     kept: Kept,
     line: Vec<u8>,
+    /// The current line's canonical key, once known.
     key: Vec<u8>,
     /// Bad lines seen, and those of them past `MAX_NOTES`, not logged.
     bad: usize,
@@ -214,9 +267,14 @@ impl Scan {
         }
         v4.sort_unstable();
         v6.sort_unstable();
+        let mut by_length = vec![Vec::new(); keys.iter().map(Vec::len).max().unwrap_or(0) + 1];
+        for k in &keys {
+            by_length[k.len()].push(k.clone());
+        }
         Scan {
             atchars: crate::client::atchars(),
             keys,
+            by_length,
             v4,
             v6,
             kept: Kept::default(),
@@ -250,13 +308,35 @@ impl Scan {
             Ok(parts) => parts,
             Err(e) => return self.note(notes, || format!("line {number}: {e}; skipped")),
         };
-        write_key(key, &self.atchars, &mut self.key);
         let range = match key {
             Kind::Range { net, .. } => Some((net, false)),
             Kind::RangeAggregate { net, .. } => Some((net, true)),
             _ => None,
         };
-        let wanted = self.keys.contains(&self.key) || range.is_some_and(|(n, _)| self.holds(n));
+        let known = match key {
+            // An address may be written longer or shorter than canonical.
+            Kind::Client(c) if !c.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b)) => {
+                let atchars = &self.atchars;
+                among(&self.by_length, c.len(), &mut self.key, |k| {
+                    login_matches(c, k, atchars)
+                })
+            }
+            Kind::DomainUsers(d) => among(&self.by_length, d.len() + 2, &mut self.key, |k| {
+                domain_is(k, b"*@", d)
+            }),
+            Kind::Domain(d) => among(&self.by_length, d.len() + 1, &mut self.key, |k| {
+                domain_is(k, b"@", d)
+            }),
+            _ => Known::Unknown,
+        };
+        let wanted = match known {
+            Known::Wanted => true,
+            Known::Unwanted => false,
+            Known::Unknown => {
+                write_key(key, &self.atchars, &mut self.key);
+                self.keys.contains(&self.key) || range.is_some_and(|(n, _)| self.holds(n))
+            }
+        };
         if !wanted {
             return;
         }

@@ -256,7 +256,10 @@ fn an_ipv6_client_rotating_through_its_64_gains_nothing() {
         }
         let o = s.ip("2001:db8:1::4").run();
         assert_eq!(o.code, Some(113), "{o:?}");
-        assert!(o.stderr.contains("@2001:db8:1::/64 limit 3 reached"), "{o:?}");
+        assert!(
+            o.stderr.contains("@2001:db8:1::/64 limit 3 reached"),
+            "{o:?}"
+        );
         // Outside the range, and its own counter per address as before.
         assert_eq!(s.ip("2001:db8:2::1").code(), 112);
         assert_eq!(field(s, "2001:db8:1::1", "total"), 1);

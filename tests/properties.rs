@@ -419,6 +419,8 @@ const KEYS: &[&str] = &[
     "@2001:db8::/32",
     "300.1.2.3",
     "*x.example",
+    "00003@X.example",
+    "we2/1",
 ];
 
 /// Clients to look up: some named by the keys above, some only covered.
@@ -536,6 +538,18 @@ proptest! {
             let scanned = resolve(&text_file, &client, &mut notes).unwrap();
             let compiled = resolve(&good_file, &client, &mut Vec::new()).unwrap();
             prop_assert_eq!(&scanned, &compiled, "{} with\n{}", c, String::from_utf8_lossy(&text));
+        }
+        // One pass for many counters (`status`, the sweep), with more keys
+        // of one length than are compared in place, answers as one each.
+        use overlimit::client::Counted;
+        let mut many: Vec<Client> = CLIENTS.iter().map(|c| Client::from_name(c.as_bytes()).unwrap()).collect();
+        many.extend((0..12).map(|i| Client::from_name(format!("{i:0>5}@x.example").as_bytes()).unwrap()));
+        many.extend((0..6).map(|i| Client::from_name(format!("we{i}%1").as_bytes()).unwrap()));
+        let wanted: Vec<Counted> = many.iter().cloned().map(Counted::Client).collect();
+        let source = overlimit::lookup::open(&text_file, &wanted, &mut Vec::new()).unwrap();
+        for client in &many {
+            let alone = resolve(&text_file, client, &mut Vec::new()).unwrap();
+            prop_assert_eq!(overlimit::rules::resolve_in(&source, client).unwrap(), alone, "{:?}", client);
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

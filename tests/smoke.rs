@@ -48,7 +48,10 @@ fn accounts_made_for_a_test_are_removed_after_it() {
             .is_ok_and(|o| o.status.success())
     };
     let (group, user) = ("overlimit-t-grp", "overlimit-t-usr");
-    assert!(!exists("group", group) && !exists("passwd", user), "left by an earlier run");
+    assert!(
+        !exists("group", group) && !exists("passwd", user),
+        "left by an earlier run"
+    );
     {
         let _made = TempAccounts::new(group, user).expect("groupadd and useradd");
         assert!(exists("group", group) && exists("passwd", user));
