@@ -122,7 +122,7 @@ impl Counted {
     pub fn from_label(label: &[u8]) -> Option<Counted> {
         match label.strip_prefix(b"@") {
             Some(rest) if range_spelled(rest) => Net::parse(rest).map(|(n, _)| Counted::Range(n)),
-            Some(rest) if rest.is_empty() => None,
+            Some(b"") => None,
             Some(rest) => Some(Counted::Domain(rest.to_ascii_lowercase())),
             None => Client::from_name(label).map(Counted::Client),
         }
