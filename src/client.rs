@@ -6,8 +6,8 @@
 //! `user%domain` and `user/domain` are the client `user@domain` and cannot
 //! escape that domain's limits with a fresh counter.
 
-use crate::control::{range_spelled, Net};
-use crate::store::{client_file, domain_file};
+use crate::bytes::find;
+use std::fmt;
 use std::net::IpAddr;
 
 /// The characters that stand for `@` in a login unless `OVERLIMIT_ATCHARS`
@@ -105,49 +105,6 @@ pub fn atchars() -> Vec<u8> {
     }
 }
 
-/// A counter: a client's own, a domain's shared one (`@domain`), or an
-/// address range's shared one (`@192.0.2.0/24`). The one place that turns
-/// each into its label (stored in the counter, printed by `status`, taken by
-/// `reset`) and its file name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Counted {
-    Client(Client),
-    Domain(Vec<u8>),
-    Range(Net),
-}
-
-impl Counted {
-    /// Reads a label as `status` prints it and `reset` takes it; `None` for
-    /// an empty name or a bare `@`.
-    pub fn from_label(label: &[u8]) -> Option<Counted> {
-        match label.strip_prefix(b"@") {
-            Some(rest) if range_spelled(rest) => Net::parse(rest).map(|(n, _)| Counted::Range(n)),
-            Some(b"") => None,
-            Some(rest) => Some(Counted::Domain(rest.to_ascii_lowercase())),
-            None => Client::from_name(label).map(Counted::Client),
-        }
-    }
-
-    pub fn label(&self) -> Vec<u8> {
-        match self {
-            Counted::Client(c) => c.name(),
-            Counted::Domain(d) => [b"@", &d[..]].concat(),
-            Counted::Range(n) => format!("@{n}").into_bytes(),
-        }
-    }
-
-    /// The counter's file name in the counter directory. Aggregates start
-    /// with `@`, which no client's file does; a range's holds a `/` and is
-    /// therefore encoded, and no domain is spelled as a range.
-    pub fn file(&self) -> String {
-        match self {
-            Counted::Client(c) => client_file(&c.name()),
-            Counted::Domain(d) => domain_file(d),
-            Counted::Range(n) => domain_file(n.to_string().as_bytes()),
-        }
-    }
-}
-
 /// A name for a terminal or JSON: valid UTF-8 stays as it is (`jürgen`),
 /// control characters, the backslash and bytes that are not UTF-8 become
 /// `\xHH`. `unescape` reads it back, so `reset` takes what `status` prints.
@@ -220,6 +177,80 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An address range, its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+/// Whether `text` is written as an address range: a `/` after something
+/// made only of hex digits, dots and colons with at least one dot or colon
+/// (`192.0.2.0/24`, `2001:db8::/64`, also a broken `300.1.2.3/8`), and no
+/// `@`. Anything else with a `/` is a login spelling (`web/1` is `web@1`).
+pub fn range_spelled(text: &[u8]) -> bool {
+    let Some(slash) = find(b'/', text) else {
+        return false;
+    };
+    let addr = &text[..slash];
+    !text.contains(&b'@')
+        && addr.iter().any(|b| b".:".contains(b))
+        && addr
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
+}
+
+impl Net {
+    /// Parses `addr/len`, masking host bits (the flag says whether any were set).
+    /// An IPv4-mapped IPv6 range becomes the IPv4 range it covers.
+    pub fn parse(text: &[u8]) -> Option<(Net, bool)> {
+        let slash = text.iter().position(|&b| b == b'/')?;
+        let addr: IpAddr = std::str::from_utf8(&text[..slash]).ok()?.parse().ok()?;
+        let len = crate::limits::parse_number(&text[slash + 1..])?;
+        let (addr, len) = match (addr, canonical_ip(addr)) {
+            (IpAddr::V6(_), IpAddr::V4(v4)) if len >= 96 => (IpAddr::V4(v4), len - 96),
+            _ => (addr, len),
+        };
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        if len > bits {
+            return None;
+        }
+        let net = Net::new(addr, len as u8);
+        Some((net, net.addr != addr))
+    }
+
+    /// The range of `len` bits holding `addr`.
+    pub fn new(addr: IpAddr, len: u8) -> Net {
+        Net {
+            addr: mask(addr, len),
+            len,
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
+    }
+}
+
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+fn mask(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
 /// Escapes a name for a log line or a terminal: printable ASCII and spaces
 /// stay, every other byte becomes `\xHH`, so a hostile name cannot forge log
 /// lines.
@@ -270,24 +301,6 @@ mod tests {
         // With an `@`, the others are part of the name.
         let both = Client::from_login(b"a%b@c", DEFAULT_ATCHARS).unwrap();
         assert_eq!(both.name(), b"a%b@c");
-    }
-
-    #[test]
-    fn counted_labels_round_trip() {
-        for label in [
-            "info@example.com",
-            "@example.com",
-            "@192.0.2.0/24",
-            "2001:db8::1",
-        ] {
-            let c = Counted::from_label(label.as_bytes()).unwrap();
-            assert_eq!(c.label(), label.as_bytes());
-        }
-        assert_eq!(Counted::from_label(b"@"), None);
-        assert!(Counted::from_label(b"@2001:db8::/64")
-            .unwrap()
-            .file()
-            .starts_with("@="));
     }
 
     #[test]

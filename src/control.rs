@@ -3,10 +3,9 @@
 //! the last colon and matched exactly.
 
 use crate::bytes::{find, find_last};
-use crate::client::canonical_ip;
+pub use crate::client::{range_spelled, Net};
 use crate::limits::{LimitError, Limits};
 use std::fmt;
-use std::net::IpAddr;
 
 /// The left-hand side of a line, canonical: what the cdb stores as its key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,13 +45,6 @@ pub enum Kind<'a> {
         net: Net,
         masked: bool,
     },
-}
-
-/// An address range, its host bits cleared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Net {
-    pub addr: IpAddr,
-    pub len: u8,
 }
 
 /// A line that parsed; `masked` says its range had host bits set.
@@ -100,22 +92,6 @@ pub fn clean(raw: &[u8], out: &mut Vec<u8>) -> bool {
 pub fn split(line: &[u8]) -> Result<(&[u8], &[u8]), LineError> {
     let colon = find_last(b':', line).ok_or(LineError::NoColon)?;
     Ok((&line[..colon], &line[colon + 1..]))
-}
-
-/// Whether `text` is written as an address range: a `/` after something
-/// made only of hex digits, dots and colons with at least one dot or colon
-/// (`192.0.2.0/24`, `2001:db8::/64`, also a broken `300.1.2.3/8`), and no
-/// `@`. Anything else with a `/` is a login spelling (`web/1` is `web@1`).
-pub fn range_spelled(text: &[u8]) -> bool {
-    let Some(slash) = find(b'/', text) else {
-        return false;
-    };
-    let addr = &text[..slash];
-    !text.contains(&b'@')
-        && addr.iter().any(|b| b".:".contains(b))
-        && addr
-            .iter()
-            .all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
 }
 
 /// Classifies a left-hand side (cleaned, before its last colon).
@@ -279,57 +255,6 @@ pub fn write_key(kind: Kind<'_>, atchars: &[u8], out: &mut Vec<u8>) {
 /// lower-cased, with its spelling of `@` read as the plug-in reads it.
 pub fn client_key(key: &[u8], atchars: &[u8]) -> Vec<u8> {
     crate::client::Client::from_login(key, atchars).map_or_else(Vec::new, |c| c.name())
-}
-
-impl Net {
-    /// Parses `addr/len`, masking host bits (the flag says whether any were set).
-    /// An IPv4-mapped IPv6 range becomes the IPv4 range it covers.
-    pub fn parse(text: &[u8]) -> Option<(Net, bool)> {
-        let slash = text.iter().position(|&b| b == b'/')?;
-        let addr: IpAddr = std::str::from_utf8(&text[..slash]).ok()?.parse().ok()?;
-        let len = crate::limits::parse_number(&text[slash + 1..])?;
-        let (addr, len) = match (addr, canonical_ip(addr)) {
-            (IpAddr::V6(_), IpAddr::V4(v4)) if len >= 96 => (IpAddr::V4(v4), len - 96),
-            _ => (addr, len),
-        };
-        let bits = if addr.is_ipv4() { 32 } else { 128 };
-        if len > bits {
-            return None;
-        }
-        let net = Net::new(addr, len as u8);
-        Some((net, net.addr != addr))
-    }
-
-    /// The range of `len` bits holding `addr`.
-    pub fn new(addr: IpAddr, len: u8) -> Net {
-        Net {
-            addr: mask(addr, len),
-            len,
-        }
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
-    }
-}
-
-impl fmt::Display for Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
-
-fn mask(ip: IpAddr, len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
 }
 
 #[cfg(test)]

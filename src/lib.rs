@@ -22,6 +22,7 @@ pub mod client;
 pub mod compiled;
 pub mod config;
 pub mod control;
+pub mod counted;
 pub mod counter;
 pub mod error;
 pub mod limits;

@@ -6,9 +6,11 @@
 //! `rules::resolve_in`, the same probes the cdb answers.
 
 use crate::bytes::find;
-use crate::client::{printable, Client, Counted};
+use crate::client::Net;
+use crate::client::{printable, Client};
 use crate::compiled::{self, Compiled};
-use crate::control::{classify, clean, split, write_key, Kind, Net};
+use crate::control::{classify, clean, split, write_key, Kind};
+use crate::counted::Counted;
 use crate::error::{fail, Internal};
 use crate::limits::Limits;
 use crate::rules::{self, Lines};

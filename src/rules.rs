@@ -9,8 +9,9 @@
 //! line; else unlimited. A user's `@domain` line adds the domain's shared
 //! counter; every `@RANGE` line holding an address adds that range's.
 
-use crate::client::{Client, Counted};
-use crate::control::{Key, Net};
+use crate::client::{Client, Net};
+use crate::control::Key;
+use crate::counted::Counted;
 use crate::error::Internal;
 use crate::limits::Limits;
 

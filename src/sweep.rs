@@ -8,7 +8,7 @@
 //! counter locked: the cost grows with counters plus lines, and no plug-in
 //! waits on a lock while the text is read.
 
-use crate::client::Counted;
+use crate::counted::Counted;
 use crate::counter::Counter;
 use crate::error::Internal;
 use crate::lookup;

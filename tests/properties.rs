@@ -541,7 +541,7 @@ proptest! {
         }
         // One pass for many counters (`status`, the sweep), with more keys
         // of one length than are compared in place, answers as one each.
-        use overlimit::client::Counted;
+        use overlimit::counted::Counted;
         let mut many: Vec<Client> = CLIENTS.iter().map(|c| Client::from_name(c.as_bytes()).unwrap()).collect();
         many.extend((0..12).map(|i| Client::from_name(format!("{i:0>5}@x.example").as_bytes()).unwrap()));
         many.extend((0..6).map(|i| Client::from_name(format!("we{i}%1").as_bytes()).unwrap()));

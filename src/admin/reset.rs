@@ -4,8 +4,8 @@
 //! every client counter they cover.
 
 use super::{exit, Args};
-use crate::client::{shown, unescape, Client, Counted};
-use crate::control::{range_spelled, Net};
+use crate::client::{range_spelled, shown, unescape, Client, Net};
+use crate::counted::Counted;
 use crate::error::Internal;
 use crate::store::Locked;
 use crate::sweep::{counter_files, label, read_counter};

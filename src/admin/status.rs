@@ -8,7 +8,8 @@
 
 use super::{exit, Args};
 use crate::admit::{full_items, Full};
-use crate::client::{shown, unescape, Client, Counted};
+use crate::client::{shown, unescape, Client};
+use crate::counted::Counted;
 use crate::counter::Counter;
 use crate::error::Internal;
 use crate::limits::{format_period, Limits};
