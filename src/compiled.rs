@@ -147,16 +147,8 @@ pub struct Compiled {
 /// Opens the cdb if there is one that matches the text; `Ok(None)` sends
 /// the caller to the text (with a note when a cdb is there but stale).
 pub fn open(control: &Path, notes: &mut Vec<String>) -> Result<Option<Compiled>, Internal> {
-    let path = cdb_path(control);
-    // Non-blocking, so that a FIFO in its place cannot hang the plug-in.
-    let db = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&path)
-    {
-        Ok(f) => cdb::Reader::new(f),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(fail("open", &path, e)),
+    let Some(compiled) = Compiled::open_any(control)? else {
+        return Ok(None);
     };
     // The text is looked at only now: most servers have no cdb at all.
     let text = match std::fs::metadata(control) {
@@ -164,9 +156,8 @@ pub fn open(control: &Path, notes: &mut Vec<String>) -> Result<Option<Compiled>,
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(fail("stat", control, e)),
     };
-    let compiled = Compiled { db, path };
     if let Some(m) = &text {
-        if compiled.matches(control, m)? {
+        if compiled.standing(control, m)? != Standing::Stale {
             return Ok(Some(compiled));
         }
     }
@@ -189,10 +180,16 @@ pub enum Standing {
 }
 
 impl Compiled {
-    /// Opens a cdb for `overlimit check`; `None` if there is none.
+    /// Opens the cdb beside `control`, current or not (`overlimit check`
+    /// asks `standing`); `None` if there is none. Non-blocking, so that a
+    /// FIFO in its place cannot hang the plug-in.
     pub fn open_any(control: &Path) -> Result<Option<Compiled>, Internal> {
         let path = cdb_path(control);
-        match std::fs::File::open(&path) {
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        {
             Ok(f) => Ok(Some(Compiled {
                 db: cdb::Reader::new(f),
                 path,
@@ -204,10 +201,6 @@ impl Compiled {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn matches(&self, control: &Path, text: &Metadata) -> Result<bool, Internal> {
-        Ok(self.standing(control, text)? != Standing::Stale)
     }
 
     /// Whether this cdb still says what the text at `control` says.
