@@ -79,8 +79,9 @@ pub fn login_into(login: &[u8], atchars: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Where the `@` of a login is: its last `@`, else the first of the other
-/// `atchars` in it (as vpopmail splits `user%domain`).
+/// Where a login without an `@` has the character that stands for it: the
+/// first of `atchars` in it (as vpopmail splits `user%domain`); `None` for a
+/// login with an `@`, whose other characters are its own.
 fn at_position(login: &[u8], atchars: &[u8]) -> Option<usize> {
     if login.contains(&b'@') {
         return None;
@@ -105,14 +106,18 @@ pub fn atchars() -> Vec<u8> {
     }
 }
 
-/// A name for a terminal or JSON: valid UTF-8 stays as it is (`jürgen`),
-/// control characters, the backslash and bytes that are not UTF-8 become
-/// `\xHH`. `unescape` reads it back, so `reset` takes what `status` prints.
+/// A name for a terminal or JSON: valid UTF-8 stays as it is (`jürgen`);
+/// control characters, the invisible ones that reorder or hide text (a
+/// hostile login could otherwise disguise itself in `status`), the backslash
+/// and bytes that are not UTF-8 become `\xHH`. `unescape` reads it back, so
+/// `reset` takes what `status` prints.
 pub fn shown(name: &[u8]) -> String {
     let mut s = String::with_capacity(name.len());
     for chunk in name.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() || c == '\\' {
+            let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}' | '\u{feff}');
+            if c.is_control() || invisible || c == '\\' {
                 let mut b = [0u8; 4];
                 for x in c.encode_utf8(&mut b).bytes() {
                     s.push_str(&format!("\\x{x:02x}"));
@@ -309,6 +314,7 @@ mod tests {
             assert_eq!(unescape(shown(name).as_bytes()), name);
         }
         assert_eq!(shown("jürgen".as_bytes()), "jürgen");
+        assert_eq!(shown("a\u{202e}b".as_bytes()), "a\\xe2\\x80\\xaeb");
         assert_eq!(shown(b"a\xffb"), "a\\xffb");
     }
 
