@@ -265,24 +265,15 @@ fn full_for(label: &[u8], limits: &Limits, c: &Counter, n: u64) -> Vec<Full> {
 }
 
 /// The counters that apply to `client`: its own (always, so `status` shows
-/// who sends most even when unlimited), then its domain's if it has a line.
+/// who sends most even when unlimited), then its domain's and its ranges'
+/// if lines give them limits.
 pub fn targets(client: &crate::client::Client, resolved: &crate::lookup::Resolved) -> Vec<Target> {
-    let name = client.name();
-    let mut t = vec![Target {
-        file: crate::store::client_file(&name),
-        label: name,
-        limits: resolved
-            .own
-            .as_ref()
-            .map(|r| r.limits.clone())
-            .unwrap_or_default(),
-    }];
-    if let (Some(rule), Some(domain)) = (&resolved.domain, client.domain()) {
-        t.push(Target {
-            file: crate::store::domain_file(domain),
-            label: [b"@", domain].concat(),
-            limits: rule.limits.clone(),
-        });
-    }
-    t
+    crate::rules::counters_of(client, resolved)
+        .into_iter()
+        .map(|(counted, limits)| Target {
+            file: counted.file(),
+            label: counted.label(),
+            limits,
+        })
+        .collect()
 }

@@ -22,6 +22,8 @@ pub struct Config {
     pub reply: Option<u16>,
     /// `OVERLIMIT_NOTIFY`: a program run when a client first goes over.
     pub notify: Option<OsString>,
+    /// `OVERLIMIT_ATCHARS`: the characters that stand for `@` in a login.
+    pub atchars: Vec<u8>,
 }
 
 impl Config {
@@ -45,6 +47,7 @@ impl Config {
                 _ => None,
             },
             notify: std::env::var_os("OVERLIMIT_NOTIFY").filter(|v| !v.is_empty()),
+            atchars: crate::client::atchars(),
         }
     }
 }

@@ -3,17 +3,17 @@
 //! the last colon and matched exactly.
 
 use crate::bytes::{find, find_last};
-use crate::client::{canonical_ip, parse_ip};
+pub use crate::client::{range_spelled, Net};
 use crate::limits::{LimitError, Limits};
 use std::fmt;
-use std::net::IpAddr;
 
-/// The left-hand side of a line.
+/// The left-hand side of a line, canonical: what the cdb stores as its key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
     /// `:N`, for every client without a line of its own.
     Default,
-    /// A user name (lower-cased) or an address (canonical).
+    /// A user name (lower-cased, its login spelling read as `@`) or an
+    /// address (canonical).
     Client(Vec<u8>),
     /// `*@domain`: each user of the domain, with a counter of its own.
     DomainUsers(Vec<u8>),
@@ -21,13 +21,30 @@ pub enum Key {
     Domain(Vec<u8>),
     /// `192.0.2.0/24`: each address of the range, with a counter of its own.
     Range(Net),
+    /// `@192.0.2.0/24`: the range as a whole, one shared counter.
+    RangeAggregate(Net),
 }
 
-/// An address range, its host bits cleared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Net {
-    pub addr: IpAddr,
-    pub len: u8,
+/// What a left-hand side means, borrowing its bytes: the one classifier
+/// that the plug-in's text scan, the cdb's compiler, `check` and `status`
+/// all use, so that no line means one thing to one of them and another to
+/// the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind<'a> {
+    Default,
+    /// A client's name as written (any case, any spelling of its `@`).
+    Client(&'a [u8]),
+    DomainUsers(&'a [u8]),
+    Domain(&'a [u8]),
+    /// A range; `masked` says host bits were set.
+    Range {
+        net: Net,
+        masked: bool,
+    },
+    RangeAggregate {
+        net: Net,
+        masked: bool,
+    },
 }
 
 /// A line that parsed; `masked` says its range had host bits set.
@@ -77,47 +94,88 @@ pub fn split(line: &[u8]) -> Result<(&[u8], &[u8]), LineError> {
     Ok((&line[..colon], &line[colon + 1..]))
 }
 
+/// Classifies a left-hand side (cleaned, before its last colon).
+pub fn classify(key: &[u8]) -> Result<Kind<'_>, LineError> {
+    let range = |text: &[u8]| {
+        Net::parse(text).ok_or_else(|| LineError::BadRange(String::from_utf8_lossy(text).into()))
+    };
+    if key.is_empty() {
+        return Ok(Kind::Default);
+    }
+    if let Some(domain) = key.strip_prefix(b"*@") {
+        return non_empty(domain).map(Kind::DomainUsers);
+    }
+    if let Some(rest) = key.strip_prefix(b"@") {
+        if range_spelled(rest) {
+            let (net, masked) = range(rest)?;
+            return Ok(Kind::RangeAggregate { net, masked });
+        }
+        return non_empty(rest).map(Kind::Domain);
+    }
+    if range_spelled(key) {
+        let (net, masked) = range(key)?;
+        return Ok(Kind::Range { net, masked });
+    }
+    Ok(Kind::Client(key))
+}
+
 impl Entry {
-    /// Parses a cleaned, non-empty line completely.
-    pub fn parse(line: &[u8]) -> Result<Entry, LineError> {
+    /// Parses a cleaned, non-empty line completely, reading login spellings
+    /// with `atchars` (see `client::atchars`).
+    pub fn parse_with(line: &[u8], atchars: &[u8]) -> Result<Entry, LineError> {
         let (key, limits) = split(line)?;
-        let (key, masked) = Key::parse(key)?;
+        let kind = classify(key)?;
         let limits = Limits::parse(limits).map_err(LineError::Limit)?;
         Ok(Entry {
-            key,
+            key: Key::from_kind(kind, atchars),
             limits,
-            masked,
+            masked: kind.masked(),
         })
+    }
+
+    /// As `parse_with`, with `OVERLIMIT_ATCHARS` from the environment.
+    pub fn parse(line: &[u8]) -> Result<Entry, LineError> {
+        Entry::parse_with(line, &crate::client::atchars())
     }
 }
 
-/// A domain of a `*@` or `@` line, lower-cased; empty is an error.
-fn non_empty(domain: &[u8]) -> Result<Vec<u8>, LineError> {
+/// A domain of a `*@` or `@` line; empty is an error.
+fn non_empty(domain: &[u8]) -> Result<&[u8], LineError> {
     if domain.is_empty() {
         return Err(LineError::NoDomain);
     }
-    Ok(domain.to_ascii_lowercase())
+    Ok(domain)
+}
+
+impl Kind<'_> {
+    pub fn masked(&self) -> bool {
+        match self {
+            Kind::Range { masked, .. } | Kind::RangeAggregate { masked, .. } => *masked,
+            _ => false,
+        }
+    }
 }
 
 impl Key {
     /// Classifies a left-hand side; the flag is set when a range was masked.
     pub fn parse(key: &[u8]) -> Result<(Key, bool), LineError> {
-        if key.is_empty() {
-            return Ok((Key::Default, false));
+        let kind = classify(key)?;
+        Ok((
+            Key::from_kind(kind, &crate::client::atchars()),
+            kind.masked(),
+        ))
+    }
+
+    /// The canonical key of a classified left-hand side.
+    pub fn from_kind(kind: Kind<'_>, atchars: &[u8]) -> Key {
+        match kind {
+            Kind::Default => Key::Default,
+            Kind::Client(c) => Key::Client(client_key(c, atchars)),
+            Kind::DomainUsers(d) => Key::DomainUsers(d.to_ascii_lowercase()),
+            Kind::Domain(d) => Key::Domain(d.to_ascii_lowercase()),
+            Kind::Range { net, .. } => Key::Range(net),
+            Kind::RangeAggregate { net, .. } => Key::RangeAggregate(net),
         }
-        if let Some(domain) = key.strip_prefix(b"*@") {
-            return non_empty(domain).map(|d| (Key::DomainUsers(d), false));
-        }
-        if let Some(domain) = key.strip_prefix(b"@") {
-            return non_empty(domain).map(|d| (Key::Domain(d), false));
-        }
-        // A slash without an `@` can only be meant as a range.
-        if key.contains(&b'/') && !key.contains(&b'@') {
-            let (net, masked) = Net::parse(key)
-                .ok_or_else(|| LineError::BadRange(String::from_utf8_lossy(key).into()))?;
-            return Ok((Key::Range(net), masked));
-        }
-        Ok((Key::Client(client_key(key)), false))
     }
 
     /// The key's bytes in the cdb: the text a line would carry, canonical.
@@ -128,67 +186,75 @@ impl Key {
             Key::DomainUsers(d) => [b"*@", &d[..]].concat(),
             Key::Domain(d) => [b"@", &d[..]].concat(),
             Key::Range(n) => n.to_string().into_bytes(),
+            Key::RangeAggregate(n) => format!("@{n}").into_bytes(),
         }
     }
-}
 
-/// A client's name as a key: an address in canonical form, else lower case.
-pub fn client_key(key: &[u8]) -> Vec<u8> {
-    match parse_ip(key) {
-        Some(ip) => ip.to_string().into_bytes(),
-        None => key.to_ascii_lowercase(),
-    }
-}
-
-impl Net {
-    /// Parses `addr/len`, masking host bits (the flag says whether any were set).
-    /// An IPv4-mapped IPv6 range becomes the IPv4 range it covers.
-    pub fn parse(text: &[u8]) -> Option<(Net, bool)> {
-        let slash = text.iter().position(|&b| b == b'/')?;
-        let addr: IpAddr = std::str::from_utf8(&text[..slash]).ok()?.parse().ok()?;
-        let len = crate::limits::parse_number(&text[slash + 1..])?;
-        let (addr, len) = match (addr, canonical_ip(addr)) {
-            (IpAddr::V6(_), IpAddr::V4(v4)) if len >= 96 => (IpAddr::V4(v4), len - 96),
-            _ => (addr, len),
+    /// Why no client can ever meet this key, if none can: a line that parses
+    /// but does nothing, which `overlimit check` reports.
+    pub fn never_matches(&self) -> Option<&'static str> {
+        let address_like = |c: &[u8]| {
+            let v4 = c.contains(&b'.') && c.iter().all(|b| b.is_ascii_digit() || *b == b'.');
+            let v6 =
+                c.contains(&b':') && c.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b));
+            (v4 || v6) && crate::client::parse_ip(c).is_none()
         };
-        let bits = if addr.is_ipv4() { 32 } else { 128 };
-        if len > bits {
-            return None;
+        match self {
+            Key::Client(c) if address_like(c) => {
+                Some("not a valid address, and no login looks like one")
+            }
+            Key::Client(c) if c.starts_with(b"*") => {
+                Some("`*` is a wildcard only in `*@domain`; this names a login starting with `*`")
+            }
+            Key::DomainUsers(d) | Key::Domain(d) if d.contains(&b'@') => {
+                Some("a domain holds no `@` (a login's domain is after its last `@`)")
+            }
+            Key::DomainUsers(d) if range_spelled(d) => {
+                Some("a range is not a domain: write RANGE:LIMITS for each address of a range")
+            }
+            Key::DomainUsers(d) | Key::Domain(d) if d.contains(&b'*') => {
+                Some("`*` is a wildcard only in front of `@domain`")
+            }
+            _ => None,
         }
-        let net = Net::new(addr, len as u8);
-        Some((net, net.addr != addr))
-    }
-
-    /// The range of `len` bits holding `addr`.
-    pub fn new(addr: IpAddr, len: u8) -> Net {
-        Net {
-            addr: mask(addr, len),
-            len,
-        }
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
     }
 }
 
-impl fmt::Display for Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
+/// Writes the canonical key of a classified left-hand side into `out`, the
+/// bytes of `Key::from_kind(kind, atchars).to_bytes()` without allocating
+/// for most lines: the plug-in's text scan calls it on every line.
+pub fn write_key(kind: Kind<'_>, atchars: &[u8], out: &mut Vec<u8>) {
+    let lower = |prefix: &[u8], d: &[u8], out: &mut Vec<u8>| {
+        out.clear();
+        out.extend_from_slice(prefix);
+        out.extend(d.iter().map(u8::to_ascii_lowercase));
+    };
+    match kind {
+        Kind::Default => out.clear(),
+        Kind::Client(c) => match crate::client::parse_ip(c) {
+            Some(ip) => {
+                out.clear();
+                out.extend_from_slice(ip.to_string().as_bytes());
+            }
+            None => crate::client::login_into(c, atchars, out),
+        },
+        Kind::DomainUsers(d) => lower(b"*@", d, out),
+        Kind::Domain(d) => lower(b"@", d, out),
+        Kind::Range { net, .. } => {
+            out.clear();
+            out.extend_from_slice(net.to_string().as_bytes());
+        }
+        Kind::RangeAggregate { net, .. } => {
+            out.clear();
+            out.extend_from_slice(format!("@{net}").as_bytes());
+        }
     }
 }
 
-fn mask(ip: IpAddr, len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
+/// A client's name as a key: an address in canonical form, else the login
+/// lower-cased, with its spelling of `@` read as the plug-in reads it.
+pub fn client_key(key: &[u8], atchars: &[u8]) -> Vec<u8> {
+    crate::client::Client::from_login(key, atchars).map_or_else(Vec::new, |c| c.name())
 }
 
 #[cfg(test)]
@@ -233,6 +299,51 @@ mod tests {
         assert!(e.masked);
         let e = entry("::ffff:10.0.0.0/104:5").unwrap();
         assert_eq!(e.key.to_bytes(), b"10.0.0.0/8");
+        let e = entry("@2001:db8::1/64:5").unwrap();
+        assert_eq!(e.key.to_bytes(), b"@2001:db8::/64");
+        assert!(e.masked);
+        assert_eq!(
+            entry("@shop.example:5").unwrap().key,
+            Key::Domain(b"shop.example".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_slash_in_a_login_is_its_at_not_a_bad_range() {
+        let e = Entry::parse_with(b"web/1:1", crate::client::DEFAULT_ATCHARS).unwrap();
+        assert_eq!(e.key, Key::Client(b"web@1".to_vec()));
+        let e = Entry::parse_with(b"web/1:1", b"@").unwrap();
+        assert_eq!(e.key, Key::Client(b"web/1".to_vec()));
+        let e = Entry::parse_with(b"User%Shop.example:1", crate::client::DEFAULT_ATCHARS);
+        assert_eq!(e.unwrap().key, Key::Client(b"user@shop.example".to_vec()));
+    }
+
+    #[test]
+    fn keys_that_can_never_match() {
+        for never in [
+            "300.1.2.3",
+            "*example.org",
+            "*@a@b",
+            "@a@b",
+            "*@10.0.0.0/8",
+            "1:2:3:4:5:6:7:8:9",
+        ] {
+            let (key, _) = Key::parse(never.as_bytes()).unwrap();
+            assert!(key.never_matches().is_some(), "{never}");
+        }
+        for fine in [
+            "1.2.3.4",
+            "web",
+            "a@b",
+            "*@b",
+            "@b",
+            "10.0.0.0/8",
+            "@10.0.0.0/8",
+            "1234",
+        ] {
+            let (key, _) = Key::parse(fine.as_bytes()).unwrap();
+            assert_eq!(key.never_matches(), None, "{fine}");
+        }
     }
 
     #[test]
@@ -243,6 +354,10 @@ mod tests {
             Err(LineError::BadRange(_))
         ));
         assert!(matches!(entry("10.0.0/8:5"), Err(LineError::BadRange(_))));
+        assert!(matches!(
+            entry("@300.0.0.0/8:5"),
+            Err(LineError::BadRange(_))
+        ));
         assert!(matches!(
             entry("x@y:"),
             Err(LineError::Limit(LimitError::Empty))

@@ -4,7 +4,8 @@
 //!
 //! - `control`, `limits`: one line of the control file and its limits;
 //! - `client`: who is sending, in canonical form;
-//! - `lookup`, `compiled`, `cdb`: which line applies, from the text or its cdb;
+//! - `rules`: which counters and limits apply, by one set of probes;
+//! - `lookup`, `compiled`, `cdb`: those probes answered from the text or its cdb;
 //! - `counter`, `window`, `store`: counter files, their rolling windows, and
 //!   the directory that holds them;
 //! - `admit`: the decision for one recipient, across every counter that applies;
@@ -26,6 +27,7 @@ pub mod client;
 pub mod compiled;
 pub mod config;
 pub mod control;
+pub mod counted;
 pub mod counter;
 pub mod error;
 pub mod limits;
@@ -34,6 +36,7 @@ pub mod log;
 pub mod lookup;
 pub mod process;
 pub mod refusal;
+pub mod rules;
 pub mod store;
 pub mod sweep;
 pub mod time;

@@ -1,19 +1,24 @@
 //! Which limits apply to a client: from the compiled cdb when it is current,
-//! else by one streaming pass over the text, in constant memory whatever its
-//! size.
-//!
-//! Precedence for the client's own limits: its own line; else `*@domain` (for
-//! users) or the longest matching range (for addresses); else the default line;
-//! else unlimited. A user's `@domain` line adds a shared domain counter.
+//! else by one streaming pass over the text that keeps only the lines that
+//! concern the counters asked about, so memory stays flat for one client and
+//! grows with the counters, not the lines, for many (`status`, the sweep).
+//! Each line is read by `control::classify`; the answer comes from
+//! `rules::resolve_in`, the same probes the cdb answers.
 
 use crate::bytes::find;
-use crate::client::{parse_ip, printable, Client};
-use crate::compiled;
-use crate::control::{clean, split, Net};
+use crate::client::Net;
+use crate::client::{printable, Client};
+use crate::compiled::{self, Compiled};
+use crate::control::{classify, clean, split, write_key, Kind};
+use crate::counted::Counted;
 use crate::error::{fail, Internal};
 use crate::limits::Limits;
+use crate::rules::{self, Lines};
+pub use crate::rules::{Resolved, Rule, Via};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader};
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -24,45 +29,31 @@ pub const MAX_LINE: usize = 16 * 1024;
 /// flood the log, nor fill memory with notes, on every recipient.
 pub const MAX_NOTES: usize = 10;
 
-/// The line that gave a client its limits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
-    pub limits: Limits,
-    /// Line number in the text (1-based).
-    pub line: usize,
-    pub via: Via,
-}
-
-/// How a rule was found, for logs and `status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Via {
-    Own,
-    DomainUsers,
-    Range(Net),
-    Default,
-}
-
-/// Everything that applies to one client. `own == None` is unlimited.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Resolved {
-    pub own: Option<Rule>,
-    pub domain: Option<Rule>,
-}
-
-/// Looks `client` up; `notes` collects lines for the log (bad lines that
-/// concern this client, a stale cdb). A missing control file is unlimited.
+/// Looks `client` up; `notes` collects lines for the log (bad lines, a
+/// stale cdb). A missing control file is unlimited.
 pub fn resolve(
     control: &Path,
     client: &Client,
     notes: &mut Vec<String>,
 ) -> Result<Resolved, Internal> {
-    if let Some(found) = compiled::resolve(control, client, notes)? {
-        return Ok(found);
+    let source = open(control, &[Counted::Client(client.clone())], notes)?;
+    rules::resolve_in(&source, client)
+}
+
+/// The lines that concern `wanted`: the cdb when it is current, else one
+/// pass over the text. Ask `rules::resolve_in` or `rules::limits_in` then.
+pub fn open(
+    control: &Path,
+    wanted: &[Counted],
+    notes: &mut Vec<String>,
+) -> Result<Source, Internal> {
+    if let Some(db) = compiled::open(control, notes)? {
+        return Ok(Source::Compiled(db));
     }
     let Some(file) = open_text(control)? else {
-        return Ok(Resolved::default());
+        return Ok(Source::Text(Kept::default()));
     };
-    let mut scan = Scan::new(client);
+    let mut scan = Scan::new(wanted);
     for_each_line(file, |number, line| match line {
         Ok(line) => scan.line(number, line, notes),
         Err(TooLong) => scan.note(notes, || {
@@ -76,7 +67,94 @@ pub fn resolve(
             scan.unlogged
         ));
     }
-    Ok(scan.finish())
+    Ok(Source::Text(scan.kept))
+}
+
+/// What the wanted keys of its length say of a line's key.
+enum Known {
+    /// It is one of them (now in the key buffer).
+    Wanted,
+    Unwanted,
+    /// Too many to compare: build the key and look it up.
+    Unknown,
+}
+
+/// Compares a line's key in place with the few wanted keys of its length
+/// (`is` tells a match), which spares most lines a copy and a hash.
+fn among(
+    by_length: &[Vec<Vec<u8>>],
+    len: usize,
+    key: &mut Vec<u8>,
+    is: impl Fn(&[u8]) -> bool,
+) -> Known {
+    const FEW: usize = 4;
+    match by_length.get(len) {
+        None => Known::Unwanted,
+        Some(candidates) if candidates.len() > FEW => Known::Unknown,
+        Some(candidates) => match candidates.iter().find(|k| is(k)) {
+            Some(k) => {
+                key.clone_from(k);
+                Known::Wanted
+            }
+            None => Known::Unwanted,
+        },
+    }
+}
+
+/// Whether `login` (as a line writes it) is the canonical login `key`.
+fn login_matches(login: &[u8], key: &[u8], atchars: &[u8]) -> bool {
+    login.eq_ignore_ascii_case(key)
+        || (!login.contains(&b'@') && {
+            let mut canonical = Vec::with_capacity(login.len());
+            crate::client::login_into(login, atchars, &mut canonical);
+            canonical == key
+        })
+}
+
+/// Whether `key` is `prefix` followed by `domain` in any case.
+fn domain_is(key: &[u8], prefix: &[u8], domain: &[u8]) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|d| d.eq_ignore_ascii_case(domain))
+}
+
+/// Where the lines of one lookup come from.
+pub enum Source {
+    Compiled(Compiled),
+    Text(Kept),
+}
+
+impl Lines for Source {
+    fn rule(&self, key: &[u8]) -> Result<Option<(usize, Limits)>, Internal> {
+        match self {
+            Source::Compiled(db) => db.rule(key),
+            Source::Text(kept) => kept.rule(key),
+        }
+    }
+
+    fn lengths(&self, v6: bool, aggregate: bool) -> Result<Vec<u8>, Internal> {
+        match self {
+            Source::Compiled(db) => db.lengths(v6, aggregate),
+            Source::Text(kept) => kept.lengths(v6, aggregate),
+        }
+    }
+}
+
+/// The last good line of each key that concerns the counters asked about.
+#[derive(Default)]
+pub struct Kept {
+    rules: HashMap<Vec<u8>, (usize, Limits)>,
+    /// Prefix lengths kept: index `2 * v6 + aggregate`.
+    lengths: [Vec<u8>; 4],
+}
+
+impl Lines for Kept {
+    fn rule(&self, key: &[u8]) -> Result<Option<(usize, Limits)>, Internal> {
+        Ok(self.rules.get(key).cloned())
+    }
+
+    fn lengths(&self, v6: bool, aggregate: bool) -> Result<Vec<u8>, Internal> {
+        Ok(self.lengths[2 * usize::from(v6) + usize::from(aggregate)].clone())
+    }
 }
 
 /// Opens the text without hanging on a FIFO and refuses anything but a file;
@@ -142,41 +220,68 @@ where
     }
 }
 
-/// One pass's state: the last matching line of each kind.
-struct Scan<'a> {
-    client: &'a Client,
-    name: Vec<u8>,
-    buf: Vec<u8>,
-    own: Option<Rule>,
-    users: Option<Rule>,
-    domain: Option<Rule>,
-    default: Option<Rule>,
-    range: Option<Rule>,
+/// One pass's state: what is wanted, and what was kept.
+struct Scan {
+    atchars: Vec<u8>,
+    /// The keys (`Key::to_bytes`) that concern a wanted counter.
+    keys: HashSet<Vec<u8>>,
+    /// `by_length[n]`: the wanted keys `n` bytes long. A login's canonical
+    /// key is as long as the line's, so a line is compared in place with the
+    /// few wanted keys of its length (the plug-in's case), and copied and
+    /// hashed only where there are many (`status`).
+    by_length: Vec<Vec<Vec<u8>>>,
+    /// The wanted addresses, sorted, for the ranges that hold them.
+    v4: Vec<u32>,
+    v6: Vec<u128>,
+    kept: Kept,
+    line: Vec<u8>,
+    /// The current line's canonical key, once known.
+    key: Vec<u8>,
     /// Bad lines seen, and those of them past `MAX_NOTES`, not logged.
     bad: usize,
     unlogged: usize,
 }
 
-/// What a line's key is to the client being looked up.
-enum Slot {
-    Own,
-    DomainUsers,
-    Domain,
-    Range(Net),
-    Default,
-}
-
-impl<'a> Scan<'a> {
-    fn new(client: &'a Client) -> Scan<'a> {
+impl Scan {
+    fn new(wanted: &[Counted]) -> Scan {
+        let mut keys = HashSet::from([Vec::new()]);
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for counted in wanted {
+            match counted {
+                Counted::Client(c @ Client::User(name)) => {
+                    keys.insert(name.clone());
+                    if let Some(d) = c.domain() {
+                        keys.insert([b"*@", d].concat());
+                        keys.insert([b"@", d].concat());
+                    }
+                }
+                Counted::Client(Client::Ip(ip)) => {
+                    keys.insert(ip.to_string().into_bytes());
+                    match ip {
+                        IpAddr::V4(a) => v4.push(u32::from(*a)),
+                        IpAddr::V6(a) => v6.push(u128::from(*a)),
+                    }
+                }
+                Counted::Domain(_) | Counted::Range(_) => {
+                    keys.insert(counted.label());
+                }
+            }
+        }
+        v4.sort_unstable();
+        v6.sort_unstable();
+        let mut by_length = vec![Vec::new(); keys.iter().map(Vec::len).max().unwrap_or(0) + 1];
+        for k in &keys {
+            by_length[k.len()].push(k.clone());
+        }
         Scan {
-            client,
-            name: client.name(),
-            buf: Vec::new(),
-            own: None,
-            users: None,
-            domain: None,
-            default: None,
-            range: None,
+            atchars: crate::client::atchars(),
+            keys,
+            by_length,
+            v4,
+            v6,
+            kept: Kept::default(),
+            line: Vec::new(),
+            key: Vec::new(),
             bad: 0,
             unlogged: 0,
         }
@@ -193,90 +298,85 @@ impl<'a> Scan<'a> {
     }
 
     fn line(&mut self, number: usize, raw: &[u8], notes: &mut Vec<String>) {
-        let mut buf = std::mem::take(&mut self.buf);
-        if clean(raw, &mut buf) {
-            match split(&buf) {
-                Err(e) => self.note(notes, || format!("line {number}: {e}; skipped")),
-                Ok((key, limits)) => {
-                    if let Some(slot) = self.slot(number, key, notes) {
-                        match Limits::parse(limits) {
-                            Ok(limits) => self.keep(slot, number, limits),
-                            Err(e) => self.note(notes, || {
-                                format!("line {number} ({}): {e}; skipped", printable(key))
-                            }),
-                        }
+        let mut line = std::mem::take(&mut self.line);
+        if clean(raw, &mut line) {
+            self.keep(number, &line, notes);
+        }
+        self.line = line;
+    }
+
+    fn keep(&mut self, number: usize, line: &[u8], notes: &mut Vec<String>) {
+        let (key, limits) = match split(line).and_then(|(k, l)| Ok((classify(k)?, l))) {
+            Ok(parts) => parts,
+            Err(e) => return self.note(notes, || format!("line {number}: {e}; skipped")),
+        };
+        let range = match key {
+            Kind::Range { net, .. } => Some((net, false)),
+            Kind::RangeAggregate { net, .. } => Some((net, true)),
+            _ => None,
+        };
+        let known = match key {
+            // An address may be written longer or shorter than canonical.
+            Kind::Client(c) if !c.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b)) => {
+                let atchars = &self.atchars;
+                among(&self.by_length, c.len(), &mut self.key, |k| {
+                    login_matches(c, k, atchars)
+                })
+            }
+            Kind::DomainUsers(d) => among(&self.by_length, d.len() + 2, &mut self.key, |k| {
+                domain_is(k, b"*@", d)
+            }),
+            Kind::Domain(d) => among(&self.by_length, d.len() + 1, &mut self.key, |k| {
+                domain_is(k, b"@", d)
+            }),
+            _ => Known::Unknown,
+        };
+        let wanted = match known {
+            Known::Wanted => true,
+            Known::Unwanted => false,
+            Known::Unknown => {
+                write_key(key, &self.atchars, &mut self.key);
+                self.keys.contains(&self.key) || range.is_some_and(|(n, _)| self.holds(n))
+            }
+        };
+        if !wanted {
+            return;
+        }
+        match Limits::parse(limits) {
+            Ok(limits) => {
+                if let Some((net, aggregate)) = range {
+                    let lens = &mut self.kept.lengths
+                        [2 * usize::from(net.addr.is_ipv6()) + usize::from(aggregate)];
+                    if !lens.contains(&net.len) {
+                        lens.push(net.len);
                     }
                 }
+                self.kept.rules.insert(self.key.clone(), (number, limits));
             }
-        }
-        self.buf = buf;
-    }
-
-    /// Compares without allocating: most lines concern other clients.
-    fn slot(&mut self, number: usize, key: &[u8], notes: &mut Vec<String>) -> Option<Slot> {
-        if key.is_empty() {
-            return Some(Slot::Default);
-        }
-        match self.client {
-            Client::User(name) => {
-                if key.eq_ignore_ascii_case(name) {
-                    return Some(Slot::Own);
-                }
-                let domain = self.client.domain()?;
-                if let Some(d) = key.strip_prefix(b"*@") {
-                    return d.eq_ignore_ascii_case(domain).then_some(Slot::DomainUsers);
-                }
-                let d = key.strip_prefix(b"@")?;
-                d.eq_ignore_ascii_case(domain).then_some(Slot::Domain)
-            }
-            Client::Ip(ip) => {
-                if key.contains(&b'/') && !key.contains(&b'@') {
-                    return match Net::parse(key) {
-                        Some((net, _)) => net.contains(*ip).then_some(Slot::Range(net)),
-                        None => {
-                            self.note(notes, || {
-                                format!("line {number}: bad range {:?}; skipped", printable(key))
-                            });
-                            None
-                        }
-                    };
-                }
-                // The text may write an address in any form; the name is canonical.
-                if key.eq_ignore_ascii_case(&self.name) || parse_ip(key) == Some(*ip) {
-                    return Some(Slot::Own);
-                }
-                None
+            Err(e) => {
+                let shown = printable(&self.key);
+                self.note(notes, || format!("line {number} ({shown}): {e}; skipped"));
             }
         }
     }
 
-    fn keep(&mut self, slot: Slot, line: usize, limits: Limits) {
-        let rule = |via| Some(Rule { limits, line, via });
-        match slot {
-            Slot::Own => self.own = rule(Via::Own),
-            Slot::DomainUsers => self.users = rule(Via::DomainUsers),
-            Slot::Domain => self.domain = rule(Via::Own),
-            Slot::Default => self.default = rule(Via::Default),
-            Slot::Range(net) => {
-                // Longest prefix wins; of equal ones, the last line.
-                let longer = match &self.range {
-                    Some(Rule {
-                        via: Via::Range(old),
-                        ..
-                    }) => net.len >= old.len,
-                    _ => true,
-                };
-                if longer {
-                    self.range = rule(Via::Range(net));
-                }
-            }
+    /// Whether `net` holds a wanted address: one binary search.
+    fn holds(&self, net: Net) -> bool {
+        fn any<T: Ord + Copy>(sorted: &[T], low: T, high: T) -> bool {
+            let i = sorted.partition_point(|&a| a < low);
+            sorted.get(i).is_some_and(|&a| a <= high)
         }
-    }
-
-    fn finish(self) -> Resolved {
-        Resolved {
-            own: self.own.or(self.users).or(self.range).or(self.default),
-            domain: self.domain,
+        match net.addr {
+            IpAddr::V4(a) => {
+                let low = u32::from(a);
+                let host = u32::MAX.checked_shr(u32::from(net.len)).unwrap_or(0);
+                any(&self.v4, low, low | host)
+            }
+            IpAddr::V6(a) => {
+                let low = u128::from(a);
+                let host = u128::MAX.checked_shr(u32::from(net.len)).unwrap_or(0);
+                any(&self.v6, low, low | host)
+            }
         }
     }
 }

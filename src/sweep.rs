@@ -2,13 +2,20 @@
 //! seed script's nightly `rm`), let windows expire, and remove counters with
 //! nothing left. Each counter is locked first, so an increment racing with the
 //! sweep is either seen and reset or lands on a fresh file, never lost.
+//!
+//! With `--keep-overlimit` the classic limits of all counters are found
+//! first, by one pass over the control file for all of them and with no
+//! counter locked: the cost grows with counters plus lines, and no plug-in
+//! waits on a lock while the text is read.
 
-use crate::client::Client;
+use crate::counted::Counted;
 use crate::counter::Counter;
 use crate::error::Internal;
-use crate::lookup::{self, Resolved};
+use crate::lookup;
+use crate::rules::limits_in;
 use crate::store::Locked;
-use crate::time::ADMIN_LOCK_WAIT;
+use crate::time::{ADMIN_LOCK_WAIT, READ_LOCK_WAIT};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,7 +31,8 @@ pub enum Swept {
         count: u64,
         limit: u64,
     },
-    /// Gone before it could be locked, or not a counter file.
+    /// Gone before it could be locked, not a counter file, or new since
+    /// the limits were looked up (the next sweep sees it).
     Skipped,
 }
 
@@ -49,29 +57,55 @@ pub fn label(file: &str, c: &Counter) -> Vec<u8> {
     }
 }
 
-/// The limits that apply to the counter labelled `label` (a client or
-/// `@domain`) under the current control file.
-pub fn limits_of(control: &Path, label: &[u8]) -> Result<Option<crate::limits::Limits>, Internal> {
-    let mut notes = Vec::new();
-    if let Some(domain) = label.strip_prefix(b"@") {
-        // Any user of the domain finds the domain's line.
-        let user = Client::User([b"x@", domain].concat());
-        let r = lookup::resolve(control, &user, &mut notes)?;
-        return Ok(r.domain.map(|r| r.limits));
-    }
-    let Some(client) = Client::from_name(label) else {
+/// Reads one counter under a shared lock, released on return; `None` when
+/// it does not exist.
+pub fn read_counter(dir: &Path, file: &str) -> Result<Option<Counter>, Internal> {
+    let deadline = Instant::now() + READ_LOCK_WAIT;
+    let Some(locked) = Locked::open_to_read(dir, file, deadline)? else {
         return Ok(None);
     };
-    let Resolved { own, .. } = lookup::resolve(control, &client, &mut notes)?;
-    Ok(own.map(|r| r.limits))
+    match locked.read()? {
+        Some(c) => Ok(Some(c)),
+        None => Err(Internal(format!(
+            "{}: not a counter",
+            locked.path.display()
+        ))),
+    }
 }
 
-/// Sweeps one counter file at time `now`.
+/// The classic limit of each counter of `files` under the current control
+/// file (`None`: it has none), by label. Counters are read one at a time and
+/// released; the text is read once, with no lock held.
+pub fn classic_limits(
+    control: &Path,
+    dir: &Path,
+    files: &[String],
+    notes: &mut Vec<String>,
+) -> Result<HashMap<Vec<u8>, Option<u64>>, Internal> {
+    let mut counted = Vec::new();
+    for file in files {
+        // A counter that cannot be read is reported when it is swept.
+        if let Ok(Some(c)) = read_counter(dir, file) {
+            if let Some(who) = Counted::from_label(&label(file, &c)) {
+                counted.push(who);
+            }
+        }
+    }
+    let source = lookup::open(control, &counted, notes)?;
+    let mut out = HashMap::with_capacity(counted.len());
+    for who in counted {
+        let limit = limits_in(&source, &who)?.and_then(|l| l.classic());
+        out.insert(who.label(), limit);
+    }
+    Ok(out)
+}
+
+/// Sweeps one counter file at time `now`. `keep` holds the classic limits
+/// of `--keep-overlimit` (from `classic_limits`).
 pub fn sweep_one(
     dir: &Path,
     file: &str,
-    control: &Path,
-    keep_overlimit: bool,
+    keep: Option<&HashMap<Vec<u8>, Option<u64>>>,
     now: crate::time::Time,
 ) -> Result<Swept, Internal> {
     let Some(mut locked) = Locked::open_existing(dir, file, Instant::now() + ADMIN_LOCK_WAIT)?
@@ -84,16 +118,20 @@ pub fn sweep_one(
             locked.path.display()
         )));
     };
-    if keep_overlimit {
-        let label = label(file, &c);
-        if let Some(limit) = limits_of(control, &label)?.and_then(|l| l.classic()) {
-            if c.total >= limit {
+    let label = label(file, &c);
+    if let Some(limits) = keep {
+        // Canonical, as `classic_limits` stored it.
+        let canonical = Counted::from_label(&label).map(|w| w.label());
+        match canonical.and_then(|l| limits.get(&l)) {
+            None => return Ok(Swept::Skipped),
+            Some(Some(limit)) if c.total >= *limit => {
                 return Ok(Swept::Kept {
                     client: label,
                     count: c.total,
-                    limit,
+                    limit: *limit,
                 });
             }
+            Some(_) => {}
         }
     }
     c.total = 0;
@@ -106,7 +144,7 @@ pub fn sweep_one(
         return Ok(Swept::Removed);
     }
     if c.client.is_empty() {
-        c.client = label(file, &c);
+        c.client = label;
     }
     locked.write(&c)?;
     Ok(Swept::Reset)

@@ -447,3 +447,26 @@ fn a_cdb_that_is_a_fifo_a_directory_or_a_dangling_symlink_does_not_hang_the_plug
     std::os::unix::fs::symlink(s.root.join("nowhere"), cdb(&s)).unwrap();
     survives(&s, "a dangling symlink");
 }
+
+#[test]
+fn a_chmod_of_the_text_leaves_the_cdb_current() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sandbox::with_limits("a@example.com:2\n");
+    compile(&s);
+    // What the cdb says and the text does not: only a cdb reader obeys 1.
+    patch_value(&s, "a@example.com", "1 2", "1 1");
+    for mode in [0o640, 0o644] {
+        std::fs::set_permissions(s.control(), std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::set_permissions(cdb(&s), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let (n, log) = passes_until_refused(|| s.user("a@example.com"), 5);
+    assert_eq!(n, 1, "the cdb was used: {log}");
+    assert!(!log.contains("stale"), "{log}");
+    // check says why each lookup now compares the bytes, and how to stop it.
+    let o = s.admin(&["check"]).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stderr.contains("owner or mode changed"), "{o:?}");
+    compile(&s);
+    let o = s.admin(&["check"]).run();
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
+}

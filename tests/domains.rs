@@ -234,3 +234,80 @@ fn ranges_never_apply_to_authenticated_users_nor_across_address_families() {
     unlimited(|| s.ip("2001:db8::1"));
     assert_eq!(through(|| s.ip("198.51.100.1"), 5), 1);
 }
+
+// ---- Issue 10: range aggregates and login spellings -------------------------------
+
+/// Runs `check` with both the text and its cdb.
+fn from_text_and_cdb(limits: &str, check: impl Fn(&Sandbox)) {
+    for cdb in [false, true] {
+        let s = Sandbox::with_limits(limits);
+        if cdb {
+            assert_eq!(s.admin(&["compile"]).code(), 0);
+        }
+        check(&s);
+    }
+}
+
+#[test]
+fn an_ipv6_client_rotating_through_its_64_gains_nothing() {
+    from_text_and_cdb(":100\n@2001:db8:1::/64:3\n", |s| {
+        for a in ["2001:db8:1::1", "2001:db8:1::2", "2001:db8:1:0:ffff::9"] {
+            assert_eq!(s.ip(a).code(), 112, "{a}");
+        }
+        let o = s.ip("2001:db8:1::4").run();
+        assert_eq!(o.code, Some(113), "{o:?}");
+        assert!(
+            o.stderr.contains("@2001:db8:1::/64 limit 3 reached"),
+            "{o:?}"
+        );
+        // Outside the range, and its own counter per address as before.
+        assert_eq!(s.ip("2001:db8:2::1").code(), 112);
+        assert_eq!(field(s, "2001:db8:1::1", "total"), 1);
+    });
+}
+
+#[test]
+fn every_range_aggregate_holding_an_address_applies_on_top_of_its_own_limit() {
+    from_text_and_cdb(
+        "192.0.2.7:1\n@192.0.2.0/24:3\n@192.0.0.0/16:4\n@10.0.0.0/8:1\n",
+        |s| {
+            assert_eq!(through(|| s.ip("192.0.2.7"), 5), 1, "its own line");
+            assert_eq!(s.ip("192.0.2.8").code(), 112);
+            assert_eq!(s.ip("192.0.2.9").code(), 112);
+            // The /24 is full (3), the /16 not yet.
+            assert_eq!(s.ip("192.0.2.10").code(), 113);
+            assert_eq!(s.ip("192.0.9.1").code(), 112);
+            // Now the /16 is full too (4).
+            assert_eq!(s.ip("192.0.9.2").code(), 113);
+            // A refusal raised no counter.
+            assert_eq!(field(s, "192.0.2.10", "total"), 0);
+        },
+    );
+}
+
+#[test]
+fn a_login_spelled_with_percent_or_slash_cannot_escape_its_domain() {
+    from_text_and_cdb("*@shop.example:10\n@shop.example:2\n", |s| {
+        assert_eq!(s.user("web@shop.example").code(), 112);
+        assert_eq!(s.user("web%shop.example").code(), 112);
+        assert_eq!(s.user("web/shop.example").code(), 113);
+        assert_eq!(s.user("other%Shop.Example").code(), 113);
+        assert_eq!(field(s, "web@shop.example", "total"), 2, "one counter");
+        // The refused attempt is tallied on other@'s own counter.
+        let files = ["@shop.example", "other@shop.example", "web@shop.example"];
+        assert_eq!(s.counter_files(), files);
+    });
+}
+
+#[test]
+fn overlimit_atchars_at_reads_logins_literally() {
+    let s = Sandbox::with_limits("@shop.example:1\n");
+    let run = |login: &str| s.user(login).env("OVERLIMIT_ATCHARS", "@");
+    assert_eq!(run("web@shop.example").code(), 112);
+    unlimited(|| run("web%shop.example"));
+    // The same setting reads the control file's names alike.
+    let s = Sandbox::with_limits("web%shop.example:1\n");
+    let run = |login: &str| s.user(login).env("OVERLIMIT_ATCHARS", "@");
+    assert_eq!(through(|| run("web%shop.example"), 3), 1);
+    unlimited(|| run("web@shop.example"));
+}

@@ -78,14 +78,15 @@ fn tool(paths: &[&'static str]) -> Option<&'static str> {
 /// where that cannot be done.
 fn as_nobody(s: &Sandbox, user: &str) -> Option<Run> {
     if !is_root() {
-        eprintln!("skipped: not root, cannot run the plug-in as nobody");
+        skip("not root, cannot run the plug-in as nobody");
         return None;
     }
     let Some(setpriv) = tool(&["/usr/bin/setpriv", "/bin/setpriv"]) else {
-        eprintln!("skipped: setpriv (util-linux) not installed");
+        skip("setpriv (util-linux) not installed");
         return None;
     };
-    // nobody must be able to reach the sandbox.
+    // nobody must be able to reach the sandbox, inside its private parent.
+    chmod(s.root.parent().unwrap(), 0o711);
     chmod(&s.root, 0o755);
     Some(wrapped(
         s,
@@ -204,7 +205,7 @@ fn a_lock_held_forever_by_another_process_is_given_up_after_about_a_second() {
     assert_eq!(s.user("a@example.com").code(), 112);
     for held in ["a@example.com", "@example.com"] {
         let Some(_holder) = Holder::new(&s.dir().join(held)) else {
-            eprintln!("skipped: flock (util-linux) not installed");
+            skip("flock (util-linux) not installed");
             return;
         };
         // Both answers at once: each waits its own deadline.
@@ -239,7 +240,7 @@ impl Tmpfs {
         match Tmpfs::mount(&dir, size) {
             Ok(m) => Some(m),
             Err(why) => {
-                eprintln!("skipped: cannot mount a tmpfs: {why}");
+                skip(&format!("cannot mount a tmpfs: {why}"));
                 None
             }
         }
@@ -400,7 +401,7 @@ fn a_counter_directory_on_a_filesystem_gone_read_only_fails_open_and_keeps_its_c
 #[test]
 fn a_file_size_limit_below_a_counter_fails_open_and_tears_no_counter() {
     let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
-        eprintln!("skipped: prlimit (util-linux) not installed");
+        skip("prlimit (util-linux) not installed");
         return;
     };
     let s = Sandbox::with_limits(":100,100/1h\n@example.com:1000\n");
@@ -676,11 +677,11 @@ fn image_size(program: &str) -> Option<u64> {
 #[test]
 fn the_plugin_works_under_softlimit_m_2000000() {
     let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
-        eprintln!("skipped: prlimit (util-linux) not installed");
+        skip("prlimit (util-linux) not installed");
         return;
     };
     let Some(image) = image_size(PLUGIN) else {
-        eprintln!("skipped: the plug-in is not a static binary on this target");
+        skip("the plug-in is not a static binary on this target");
         return;
     };
     let cap = image + 700_000;
@@ -708,7 +709,7 @@ fn the_plugin_works_under_softlimit_m_2000000() {
     // The lock waiter's thread fits too: a refusal to start it would be logged
     // as "start a lock waiter", not "lock not granted".
     let Some(_holder) = Holder::new(&s.dir().join("capped@example.com")) else {
-        eprintln!("skipped: flock (util-linux) not installed");
+        skip("flock (util-linux) not installed");
         return;
     };
     let o = call().run();

@@ -265,7 +265,7 @@ fn mail_through_the_wrapper_is_delivered_and_over_limit_mail_never_reaches_postf
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("the Postfix end-to-end test cannot run under CI: {why}");
         }
-        println!("skipped: {why}");
+        eprintln!("skipped: {why}");
         return;
     }
     let pf = Postfix::start();

@@ -538,33 +538,17 @@ fn gid_of(group: &str) -> u32 {
     line.split(':').nth(2).unwrap().parse().unwrap()
 }
 
-/// Makes group `overlimit` and a site user if missing; `Err` says why not.
-fn site_user() -> Result<(), String> {
+/// Makes group `overlimit` and a site user if missing, for as long as the
+/// guard lives (the host keeps only the accounts it had); `Err` says why not.
+fn site_user() -> Result<TempAccounts, String> {
     if uid() != 0 {
         return Err("not running as root".into());
     }
-    if !ok("getent", &["group", "overlimit"]) && !ok("groupadd", &["--system", "overlimit"]) {
-        return Err("groupadd overlimit failed".into());
-    }
-    if !ok("id", &[SITE_USER])
-        && !ok(
-            "useradd",
-            &[
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SITE_USER,
-            ],
-        )
-    {
-        return Err(format!("useradd {SITE_USER} failed"));
-    }
+    let accounts = TempAccounts::new("overlimit", SITE_USER)?;
     if !ok("unshare", &["-m", "true"]) {
         return Err("unshare -m is not permitted here".into());
     }
-    Ok(())
+    Ok(accounts)
 }
 
 /// The installed layout, in a directory bind-mounted over /var/qmail for each
@@ -640,10 +624,10 @@ impl Drop for Installed {
 
 #[test]
 fn a_site_user_cannot_touch_the_counters_but_the_wrapper_counts_for_it() {
-    if let Err(why) = site_user() {
-        println!("skipped: {why}");
-        return;
-    }
+    let _accounts = match site_user() {
+        Ok(accounts) => accounts,
+        Err(why) => return skip(&why),
+    };
     let i = Installed::new();
     let wrapper = "/var/qmail/bin/sendmail-overlimit";
     let message = php_message("a@example.org", "from a site");

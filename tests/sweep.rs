@@ -255,3 +255,17 @@ fn a_usage_error_exits_2_with_the_usage_on_stderr() {
     assert_eq!(o.code, Some(0), "{o:?}");
     assert!(o.stdout.contains("usage: overlimit-sweep"), "{o:?}");
 }
+
+#[test]
+fn keep_overlimit_names_a_range_aggregate_as_status_prints_it() {
+    let s = Sandbox::with_limits("@192.0.2.0/24:2\n:100\n");
+    assert_eq!(s.ip("192.0.2.1").code(), 112);
+    assert_eq!(s.ip("192.0.2.2").code(), 112);
+    assert_eq!(s.ip("192.0.2.3").code(), 113);
+    let out = sweep(&s, &["--keep-overlimit"]);
+    assert_eq!(out, "kept @192.0.2.0/24: 2 counted, limit 2\n");
+    assert_eq!(s.ip("192.0.2.4").code(), 113, "still a ban");
+    let o = s.admin(&["reset", "@192.0.2.0/24"]).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(s.ip("192.0.2.4").code(), 112);
+}

@@ -14,6 +14,10 @@ fuzz_target!(|bytes: &[u8]| {
         &b""[..],
         b"\nsource",
         b"\nranges4",
+        b"\naggregates6",
+        b"\nctime",
+        b"\ndigest",
+        b"@2001:db8::/64",
         b"a@example.com",
         b"10.0.0.0/8",
     ] {

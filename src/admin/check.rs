@@ -1,32 +1,40 @@
 //! `overlimit check`: every bad line of the control file with its number and
-//! the reason, and warnings for lines that can never take effect.
+//! the reason, every line that parses but can never match, every counter
+//! the plug-in could not write, and warnings for lines that take no effect.
 
-use super::{counted, parse_file, Parsed};
-use crate::compiled::{cdb_path, fingerprint};
+use super::{counted, exit, parse_file, Parsed};
+use crate::compiled::{Compiled, Standing};
 use crate::control::{Key, Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 pub const USAGE: &str = "usage: overlimit check
 
 Reads RELAYLIMITS and reports each line the plug-in would skip (no colon, bad
-number, unknown unit, bad range, empty limit) with its number and reason, then
-warnings: a line overridden by a later one, a range with host bits set, a
-range shadowed by longer ones, a stale cdb. Exit 0 when no line is bad, 1
-otherwise, 2 when the file cannot be read.";
+number, unknown unit, bad range, empty limit) and each line no client can
+ever match (300.1.2.3:10, *example.org:10), with its number and reason; each
+counter in OVERLIMITDIR that the counter directory's owner (the qmail-smtpd
+user) cannot write; then warnings: a line overridden by a later one, a range
+with host bits set, a range shadowed by longer ones, a stale cdb. Exit 0 when
+nothing but warnings was found, 1 when something was (a missing control file
+included), 2 when the file cannot be read.";
 
-pub fn run(control: &Path) -> i32 {
+/// Counters named one by one at most; the rest are summed up.
+const MAX_LISTED: usize = 20;
+
+pub fn run(control: &Path, dir: &Path) -> i32 {
     let shown = control.display();
     let parsed = match parse_file(control) {
         Ok(Some(p)) => p,
         Ok(None) => {
             eprintln!("overlimit: {shown}: missing: every client is unlimited (still counted)");
-            return 1;
+            return exit::PROBLEMS;
         }
         Err(e) => {
             eprintln!("overlimit: {e}");
-            return 2;
+            return exit::TROUBLE;
         }
     };
     // Findings are diagnostics, on stderr as the contract asks; the summary
@@ -35,25 +43,100 @@ pub fn run(control: &Path) -> i32 {
     for (line, reason) in &parsed.errors {
         eprintln!("{shown}:{line}: error: {reason}");
     }
-    let warnings = warnings(&parsed);
+    let never = never_matching(&parsed);
+    for (line, reason) in &never {
+        eprintln!("{shown}:{line}: error: can never match: {reason}");
+    }
+    let stuck = unwritable_counters(dir);
+    for s in &stuck {
+        eprintln!("{s}");
+    }
+    let mut warnings = warnings(&parsed);
+    warnings.extend(cdb_warning(control, &parsed).map(|w| (0, w)));
     for (line, w) in &warnings {
-        eprintln!("{shown}:{line}: warning: {w}");
+        if *line == 0 {
+            eprintln!("{w}");
+        } else {
+            eprintln!("{shown}:{line}: warning: {w}");
+        }
     }
-    let stale = cdb_warning(control, &parsed);
-    if let Some(w) = &stale {
-        eprintln!("{w}");
-    }
+    let problems = parsed.errors.len() + never.len();
     println!(
-        "{shown}: {}, {}, {}",
+        "{shown}: {}, {}, {}{}",
         counted(parsed.entries.len(), "entry", "entries"),
-        counted(parsed.errors.len(), "error", "errors"),
-        counted(
-            warnings.len() + usize::from(stale.is_some()),
-            "warning",
-            "warnings"
-        )
+        counted(problems, "error", "errors"),
+        counted(warnings.len(), "warning", "warnings"),
+        if stuck.is_empty() {
+            String::new()
+        } else {
+            format!(", counters the plug-in cannot write in {}", dir.display())
+        }
     );
-    i32::from(!parsed.errors.is_empty())
+    if problems > 0 || !stuck.is_empty() {
+        exit::PROBLEMS
+    } else {
+        exit::OK
+    }
+}
+
+/// Lines that parse but that no client can ever meet.
+pub fn never_matching(parsed: &Parsed) -> Vec<(usize, String)> {
+    parsed
+        .entries
+        .iter()
+        .filter_map(|(line, e)| Some((*line, e.key.never_matches()?.to_string())))
+        .collect()
+}
+
+/// Counters the counter directory's owner (who runs the plug-in) cannot
+/// write: left by root running the plug-in by hand, say. Such a client
+/// passes uncounted until the sweep removes the file. Group write counts when
+/// the file has the directory's group, which the install gives that user; a
+/// directory owned by root is root's plug-in's, which writes anything.
+pub fn unwritable_counters(dir: &Path) -> Vec<String> {
+    let Ok(d) = std::fs::metadata(dir) else {
+        return Vec::new();
+    };
+    let Ok(files) = crate::sweep::counter_files(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut more = 0;
+    for name in files {
+        let path = dir.join(&name);
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = m.mode();
+        let writable = d.uid() == 0
+            || (m.uid() == d.uid() && mode & 0o200 != 0)
+            || (m.gid() == d.gid() && mode & 0o020 != 0)
+            || mode & 0o002 != 0;
+        if m.is_file() && !writable {
+            if out.len() < MAX_LISTED {
+                out.push(format!(
+                    "{}: error: owner {}, group {}, mode {:04o}: the plug-in (uid {}) cannot write it, \
+                     so this client passes uncounted; chown {}:{} it (or `overlimit reset` the client)",
+                    path.display(),
+                    m.uid(),
+                    m.gid(),
+                    mode & 0o7777,
+                    d.uid(),
+                    d.uid(),
+                    d.gid()
+                ));
+            } else {
+                more += 1;
+            }
+        }
+    }
+    if more > 0 {
+        out.push(format!(
+            "{}: error: {more} more counters the plug-in cannot write",
+            dir.display()
+        ));
+    }
+    out
 }
 
 /// Overridden lines, masked ranges and shadowed ranges, in line order.
@@ -64,28 +147,23 @@ pub fn warnings(parsed: &Parsed) -> Vec<(usize, String)> {
         if let Some(earlier) = last.insert(&e.key, *line) {
             out.push((earlier, format!("overridden by line {line}")));
         }
-        if let (true, Key::Range(net)) = (e.masked, &e.key) {
-            out.push((*line, format!("range has host bits set; read as {net}")));
+        if e.masked {
+            let shown = String::from_utf8_lossy(&e.key.to_bytes()).into_owned();
+            out.push((*line, format!("range has host bits set; read as {shown}")));
         }
     }
     let ranges: BTreeSet<Net> = last
         .keys()
-        .filter_map(|k| {
-            if let Key::Range(n) = k {
-                Some(*n)
-            } else {
-                None
-            }
+        .filter_map(|k| match k {
+            Key::Range(n) => Some(*n),
+            _ => None,
         })
         .collect();
     let hosts: BTreeSet<IpAddr> = last
         .keys()
-        .filter_map(|k| {
-            if let Key::Client(c) = k {
-                crate::client::parse_ip(c)
-            } else {
-                None
-            }
+        .filter_map(|k| match k {
+            Key::Client(c) => crate::client::parse_ip(c),
+            _ => None,
         })
         .collect();
     for net in &ranges {
@@ -134,16 +212,17 @@ fn flip(addr: IpAddr, n: u8) -> IpAddr {
 }
 
 fn cdb_warning(control: &Path, parsed: &Parsed) -> Option<String> {
-    let path = cdb_path(control);
-    let file = std::fs::File::open(&path).ok()?;
-    let stamp = crate::cdb::Reader::new(file)
-        .get(crate::compiled::SOURCE)
-        .ok()
-        .flatten();
-    (stamp != Some(fingerprint(&parsed.meta))).then(|| {
-        format!(
-            "{}: warning: stale, the plug-in reads the text; run `overlimit compile`",
-            path.display()
-        )
-    })
+    let db = Compiled::open_any(control).ok()??;
+    let path = db.path().display().to_string();
+    match db.standing(control, &parsed.meta) {
+        Ok(Standing::Current) => None,
+        Ok(Standing::SameBytes) => Some(format!(
+            "{path}: warning: the text's owner or mode changed after compiling, so each \
+             lookup compares its bytes; run `overlimit compile`"
+        )),
+        Ok(Standing::Stale) => Some(format!(
+            "{path}: warning: stale, the plug-in reads the text; run `overlimit compile`"
+        )),
+        Err(e) => Some(format!("{path}: warning: {e}")),
+    }
 }

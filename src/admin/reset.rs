@@ -1,35 +1,138 @@
-//! `overlimit reset CLIENT...`: frees clients by removing their counters under
-//! lock, as the sweep does, so no increment racing with it is lost.
+//! `overlimit reset NAME...`: frees clients by removing their counters under
+//! lock, as the sweep does, so no increment racing with it is lost. A name
+//! is taken as `status` prints it; `*@domain` and an address range reset
+//! every client counter they cover.
 
-use super::status::file_of;
+use super::{exit, Args};
+use crate::client::{range_spelled, shown, unescape, Client, Net};
+use crate::counted::Counted;
+use crate::error::Internal;
 use crate::store::Locked;
+use crate::sweep::{counter_files, label, read_counter};
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
-pub const USAGE: &str = "usage: overlimit reset CLIENT...
+pub const USAGE: &str = "usage: overlimit reset [--] NAME...
 
-Removes the counters of the named clients (`@domain` for a domain's shared
-counter): their counts, windows and refused attempts start again from zero.";
+Removes counters: their counts, windows and refused attempts start again
+from zero. A NAME is a client, `@domain` or `@RANGE` for a shared counter,
+as `overlimit status` prints them, or a pattern: `*@domain` for every user
+of the domain, `192.0.2.0/24` for every address of the range (shared
+counters are reset only by their own name). Exit 0, or 2 on a usage error or
+a counter that cannot be removed.";
 
-pub fn run(dir: &Path, names: &[String]) -> i32 {
-    if names.is_empty() {
-        eprintln!("{USAGE}");
-        return 2;
+/// What one argument names.
+enum Target {
+    One(Counted),
+    UsersOf(Vec<u8>),
+    AddressesIn(Net),
+}
+
+fn target(name: &[u8]) -> Option<Target> {
+    if let Some(domain) = name.strip_prefix(b"*@") {
+        return (!domain.is_empty()).then(|| Target::UsersOf(domain.to_ascii_lowercase()));
     }
-    let mut code = 0;
-    for name in names {
-        let file = file_of(name.as_bytes());
-        let deadline = Instant::now() + crate::time::ADMIN_LOCK_WAIT;
-        match Locked::open_existing(dir, &file, deadline)
-            .and_then(|l| l.map(Locked::remove).transpose())
-        {
-            Ok(Some(())) => println!("{name}: reset"),
-            Ok(None) => println!("{name}: not counted"),
-            Err(e) => {
-                eprintln!("overlimit: {e}");
-                code = 2;
+    if range_spelled(name) {
+        return Net::parse(name).map(|(n, _)| Target::AddressesIn(n));
+    }
+    Counted::from_label(name).map(Target::One)
+}
+
+impl Target {
+    fn covers(&self, who: &Counted) -> bool {
+        match (self, who) {
+            (Target::One(one), who) => one == who,
+            (Target::UsersOf(d), Counted::Client(c @ Client::User(_))) => {
+                c.domain() == Some(&d[..])
             }
+            (Target::AddressesIn(net), Counted::Client(Client::Ip(ip))) => net.contains(*ip),
+            _ => false,
+        }
+    }
+}
+
+pub fn run(dir: &Path, args: &[OsString]) -> i32 {
+    let args = match Args::parse(args, &[]) {
+        Ok(a) if !a.names.is_empty() => a,
+        Ok(_) => {
+            eprintln!("{USAGE}");
+            return exit::TROUBLE;
+        }
+        Err(e) => {
+            eprintln!("overlimit reset: {e}\n{USAGE}");
+            return exit::TROUBLE;
+        }
+    };
+    let mut code = exit::OK;
+    for name in &args.names {
+        let name = unescape(name);
+        let asked = shown(&name);
+        let Some(target) = target(&name) else {
+            eprintln!("overlimit reset: {asked}: not a client name, @domain, *@domain or range");
+            code = exit::TROUBLE;
+            continue;
+        };
+        let files = match &target {
+            Target::One(who) => Ok(vec![who.file()]),
+            _ => matching(dir, &target),
+        };
+        let mut removed = 0;
+        for file in files.unwrap_or_else(|e| {
+            eprintln!("overlimit: {e}");
+            code = exit::TROUBLE;
+            Vec::new()
+        }) {
+            match remove(dir, &file, &target) {
+                Ok(true) => removed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!("overlimit: {e}");
+                    code = exit::TROUBLE;
+                }
+            }
+        }
+        match (&target, removed) {
+            (_, 0) => println!("{asked}: not counted"),
+            (Target::One(_), _) => println!("{asked}: reset"),
+            (_, n) => println!(
+                "{asked}: reset {n} counter{}",
+                if n == 1 { "" } else { "s" }
+            ),
         }
     }
     code
+}
+
+/// The counter files whose label the pattern covers.
+fn matching(dir: &Path, target: &Target) -> Result<Vec<String>, Internal> {
+    let mut out = Vec::new();
+    for file in counter_files(dir)? {
+        if let Ok(Some(c)) = read_counter(dir, &file) {
+            if Counted::from_label(&label(&file, &c)).is_some_and(|who| target.covers(&who)) {
+                out.push(file);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes one counter under its lock if it is (still) one the target
+/// covers; false if there was none.
+fn remove(dir: &Path, file: &str, target: &Target) -> Result<bool, Internal> {
+    let deadline = Instant::now() + crate::time::ADMIN_LOCK_WAIT;
+    let Some(locked) = Locked::open_existing(dir, file, deadline)? else {
+        return Ok(false);
+    };
+    if !matches!(target, Target::One(_)) {
+        let still = locked
+            .read()?
+            .and_then(|c| Counted::from_label(&label(file, &c)))
+            .is_some_and(|who| target.covers(&who));
+        if !still {
+            return Ok(false);
+        }
+    }
+    locked.remove()?;
+    Ok(true)
 }

@@ -1,126 +1,224 @@
 //! `overlimit status`: who is counted, against which limits, how many in each
-//! window, how many refused, and when room frees up; over-limit clients first.
+//! window, how many refused, when room frees up, and which counter refuses
+//! a client (its own, its domain's, its range's); over-limit ones first.
+//!
+//! The counters are read first (each under a shared lock, released at
+//! once), then the control file once for all of them with no lock held:
+//! the cost grows with counters plus lines.
 
+use super::{exit, Args};
 use crate::admit::{full_items, Full};
-use crate::client::{printable, Client};
+use crate::client::{shown, unescape, Client};
+use crate::counted::Counted;
 use crate::counter::Counter;
-use crate::store::{client_file, domain_file, Locked};
-use crate::sweep::{counter_files, label, limits_of};
+use crate::error::Internal;
+use crate::limits::{format_period, Limits};
+use crate::lookup;
+use crate::rules::{counters_of, limits_in, resolve_in};
+use crate::sweep::{counter_files, label, read_counter};
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::Path;
-use std::time::Instant;
 
-pub const USAGE: &str = "usage: overlimit status [--json] [CLIENT...]
+pub const USAGE: &str = "usage: overlimit status [--json] [--] [CLIENT...]
 
-Lists the counted clients (or only those named; `@domain` names a domain's
-shared counter): limits, classic count, count per window, refused attempts,
-and when room frees up. Over-limit clients come first.";
+Lists the counted clients and shared counters (or only the named ones and
+the shared counters that apply to them; `@domain` and `@RANGE` name shared
+counters): limits, classic count, count per window, refused attempts, and
+which counter has no room and when it frees up. Over-limit ones come first.
+A name is taken as status prints it (`\\xHH` for a byte that is not UTF-8).
+Exit 0, or 2 on a usage error or a counter that cannot be read.";
 
+/// One counter and its state.
 struct Row {
-    label: Vec<u8>,
-    limits: String,
+    counted: Counted,
+    limits: Limits,
     counter: Counter,
+    /// Its own limits without room.
     full: Vec<Full>,
+    /// For a client: the shared counters that apply to it.
+    shared: Vec<Vec<u8>>,
+    /// Every limit without room among the counters that apply to it.
+    refused_by: Vec<Full>,
 }
 
-pub fn run(control: &Path, dir: &Path, args: &[String]) -> i32 {
-    let json = args.iter().any(|a| a == "--json");
-    let names: Vec<&String> = args.iter().filter(|a| *a != "--json").collect();
-    let files = if names.is_empty() {
-        match counter_files(dir) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("overlimit: {e}");
-                return 2;
-            }
+pub fn run(control: &Path, dir: &Path, args: &[OsString]) -> i32 {
+    let args = match Args::parse(args, &["--json"]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("overlimit status: {e}\n{USAGE}");
+            return exit::TROUBLE;
         }
-    } else {
-        names.iter().map(|n| file_of(n.as_bytes())).collect()
     };
+    let mut code = exit::OK;
     let now = crate::time::Time::now();
-    let mut rows = Vec::new();
-    let mut code = 0;
-    for (i, file) in files.iter().enumerate() {
-        match row(control, dir, file, now) {
-            Ok(Some(r)) => rows.push(r),
-            Ok(None) => {
-                // Named as the administrator wrote it, not as its file.
-                if let Some(name) = names.get(i) {
-                    eprintln!("overlimit: {}: not counted", printable(name.as_bytes()));
-                }
+    match rows(control, dir, &args.names, now, &mut code) {
+        Ok(mut rows) => {
+            // Named ones stay in the order asked, each before its shared
+            // counters; the full list puts who has no room first.
+            if args.names.is_empty() {
+                rows.sort_by(|a, b| {
+                    a.refused_by
+                        .is_empty()
+                        .cmp(&b.refused_by.is_empty())
+                        .then(b.counter.total.cmp(&a.counter.total))
+                });
             }
-            Err(e) => {
-                eprintln!("overlimit: {e}");
-                code = 2;
+            if args.has("--json") {
+                print_json(&rows, now);
+            } else {
+                print_table(&rows, now);
             }
+            code
         }
-    }
-    rows.sort_by(|a, b| {
-        a.full
-            .is_empty()
-            .cmp(&b.full.is_empty())
-            .then(b.counter.total.cmp(&a.counter.total))
-    });
-    if json {
-        print_json(&rows, now);
-    } else {
-        print_table(&rows, now);
-    }
-    code
-}
-
-/// The counter file of a name given on the command line.
-pub fn file_of(name: &[u8]) -> String {
-    match name.strip_prefix(b"@") {
-        Some(domain) => domain_file(&domain.to_ascii_lowercase()),
-        None => {
-            Client::from_name(name).map_or_else(|| client_file(name), |c| client_file(&c.name()))
+        Err(e) => {
+            eprintln!("overlimit: {e}");
+            exit::TROUBLE
         }
     }
 }
 
-fn row(
+/// The rows to show: every counter file, or the named counters and those
+/// that apply to named clients.
+fn rows(
     control: &Path,
     dir: &Path,
-    file: &str,
+    names: &[Vec<u8>],
     now: crate::time::Time,
-) -> Result<Option<Row>, crate::error::Internal> {
-    let deadline = Instant::now() + crate::time::READ_LOCK_WAIT;
-    let Some(locked) = Locked::open_to_read(dir, file, deadline)? else {
-        return Ok(None);
+    code: &mut i32,
+) -> Result<Vec<Row>, Internal> {
+    let mut counters: HashMap<String, Counter> = HashMap::new();
+    let mut read = |file: &str, code: &mut i32| -> Option<Counter> {
+        if let Some(c) = counters.get(file) {
+            return Some(c.clone());
+        }
+        match read_counter(dir, file) {
+            Ok(c) => {
+                let c = c?;
+                counters.insert(file.to_string(), c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                eprintln!("overlimit: {e}");
+                *code = exit::TROUBLE;
+                None
+            }
+        }
     };
-    let Some(mut counter) = locked.read()? else {
-        return Err(crate::error::Internal(format!(
-            "{}: not a counter",
-            locked.path.display()
-        )));
-    };
-    drop(locked);
-    let label = label(file, &counter);
-    let limits = limits_of(control, &label)?.unwrap_or_default();
-    let mut periods = limits.periods();
-    periods.extend(counter.windows.iter().map(|w| w.period));
-    periods.sort_unstable();
-    periods.dedup();
-    counter.keep_windows(&periods, now);
-    let full = full_items(&label, &limits, &counter);
-    Ok(Some(Row {
-        limits: limits.to_string(),
-        label,
-        counter,
-        full,
-    }))
+    // What to show, before the control file is read.
+    let mut wanted: Vec<Counted> = Vec::new();
+    // The index in `wanted` of each named one, with the name as asked.
+    let mut named: HashMap<usize, Vec<u8>> = HashMap::new();
+    if names.is_empty() {
+        for file in counter_files(dir)? {
+            if let Some(c) = read(&file, code) {
+                match Counted::from_label(&label(&file, &c)) {
+                    Some(who) if who.file() == file => wanted.push(who),
+                    // A seed-script file, or one named otherwise: by its file.
+                    _ => wanted.extend(Counted::from_label(file.as_bytes())),
+                }
+            }
+        }
+    } else {
+        for name in names {
+            let name = unescape(name);
+            match Counted::from_label(&name) {
+                Some(who) => {
+                    named.insert(wanted.len(), name);
+                    wanted.push(who);
+                }
+                None => {
+                    eprintln!("overlimit status: {}: not a client name", shown(&name));
+                    *code = exit::TROUBLE;
+                }
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    let source = lookup::open(control, &wanted, &mut notes)?;
+    let mut rows = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, who) in wanted.iter().enumerate() {
+        let applies = match who {
+            Counted::Client(c) => counters_of(c, &resolve_in(&source, c)?),
+            _ => vec![(who.clone(), limits_in(&source, who)?.unwrap_or_default())],
+        };
+        let mut states = Vec::new();
+        for (counted, limits) in applies {
+            let found = read(&counted.file(), code);
+            let mut counter = found.clone().unwrap_or_default();
+            let mut periods = limits.periods();
+            periods.extend(counter.windows.iter().map(|w| w.period));
+            periods.sort_unstable();
+            periods.dedup();
+            counter.keep_windows(&periods, now);
+            let full = full_items(&counted.label(), &limits, &counter);
+            states.push((counted, limits, counter, full, found.is_some()));
+        }
+        let refused_by: Vec<Full> = states.iter().flat_map(|s| s.3.clone()).collect();
+        let shared: Vec<Vec<u8>> = states[1..].iter().map(|s| s.0.label()).collect();
+        let asked = named.get(&i);
+        let is_named = asked.is_some();
+        if let (Some(asked), true) = (asked, states.iter().all(|s| !s.4)) {
+            eprintln!("overlimit: {}: not counted", shown(asked));
+            continue;
+        }
+        for (n, (counted, limits, counter, full, _)) in states.into_iter().enumerate() {
+            // Shared counters are shown once, and beside a named client only.
+            if n > 0 && !is_named {
+                continue;
+            }
+            if !seen.insert(counted.label()) {
+                continue;
+            }
+            let refused_by = if n == 0 {
+                refused_by.clone()
+            } else {
+                full.clone()
+            };
+            rows.push(Row {
+                shared: if n == 0 { shared.clone() } else { Vec::new() },
+                counted,
+                limits,
+                counter,
+                full,
+                refused_by,
+            });
+        }
+    }
+    Ok(rows)
 }
 
+fn kind(c: &Counted) -> &'static str {
+    match c {
+        Counted::Client(Client::User(_)) => "user",
+        Counted::Client(Client::Ip(_)) => "address",
+        Counted::Domain(_) => "domain",
+        Counted::Range(_) => "range",
+    }
+}
+
+/// `OVER 2/1h room in 12m` for the row's own limits, and `refused by
+/// @shop.example (4 until reset)` for each shared counter without room.
 fn state(r: &Row, now: crate::time::Time) -> String {
-    if r.full.is_empty() {
+    if r.refused_by.is_empty() {
         return "ok".into();
     }
-    let when: Vec<String> = r
-        .full
-        .iter()
-        .map(|f| format!("{} {}", f.item, crate::refusal::room(now, f.room_at)))
-        .collect();
-    format!("OVER {}", when.join(", "))
+    let when = |f: &Full| format!("{} {}", f.item, crate::refusal::room(now, f.room_at));
+    let label = r.counted.label();
+    let mut parts = Vec::new();
+    if !r.full.is_empty() {
+        let own: Vec<String> = r.full.iter().map(when).collect();
+        parts.push(format!("OVER {}", own.join(", ")));
+    }
+    for f in r.refused_by.iter().filter(|f| f.label != label) {
+        parts.push(format!("refused by {} ({})", shown(&f.label), when(f)));
+    }
+    parts.join("; ")
+}
+
+fn windows(c: &Counter) -> Vec<(u32, u64)> {
+    c.windows.iter().map(|w| (w.period, w.count())).collect()
 }
 
 fn print_table(rows: &[Row], now: crate::time::Time) {
@@ -129,20 +227,18 @@ fn print_table(rows: &[Row], now: crate::time::Time) {
         "CLIENT", "LIMITS", "COUNT", "WINDOWS", "REFUSED"
     );
     for r in rows {
-        let windows: Vec<String> = r
-            .counter
-            .windows
+        let windows: Vec<String> = windows(&r.counter)
             .iter()
-            .map(|w| format!("{}:{}", crate::limits::format_period(w.period), w.count()))
+            .map(|(p, n)| format!("{}:{n}", format_period(*p)))
             .collect();
-        let limits = if r.limits == "0" {
-            "unlimited"
+        let limits = if r.limits.is_unlimited() {
+            "unlimited".to_string()
         } else {
-            &r.limits
+            r.limits.to_string()
         };
         println!(
             "{:<32} {:<20} {:>8} {:<24} {:>8}  {}",
-            printable(&r.label),
+            shown(&r.counted.label()),
             limits,
             r.counter.total,
             if windows.is_empty() {
@@ -156,48 +252,73 @@ fn print_table(rows: &[Row], now: crate::time::Time) {
     }
 }
 
+/// The room-at of a set of full limits: the latest, `reset` if one waits
+/// for a reset, `null` if none is full.
+fn room_json(full: &[Full]) -> String {
+    if full.is_empty() {
+        return "null".into();
+    }
+    match crate::admit::room_at(full) {
+        Some(t) => t.secs_up().to_string(),
+        None => "\"reset\"".into(),
+    }
+}
+
+/// The schema is documented in overlimit(8) (JSON OUTPUT); keys are only
+/// ever added.
 fn print_json(rows: &[Row], now: crate::time::Time) {
     let items: Vec<String> = rows
         .iter()
         .map(|r| {
-            let windows: Vec<String> = r
-                .counter
-                .windows
+            let windows: Vec<String> = windows(&r.counter)
                 .iter()
-                .map(|w| format!("{{\"period\":{},\"count\":{}}}", w.period, w.count()))
+                .map(|(p, n)| format!("{{\"period\":{p},\"count\":{n}}}"))
                 .collect();
-            let room = crate::admit::room_at(&r.full);
+            let refused_by: Vec<String> = r
+                .refused_by
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{{\"counter\":{},\"limit\":{},\"count\":{},\"room_at\":{}}}",
+                        json_string(&shown(&f.label)),
+                        json_string(&f.item.to_string()),
+                        f.count,
+                        room_json(std::slice::from_ref(f))
+                    )
+                })
+                .collect();
+            let shared: Vec<String> = r.shared.iter().map(|s| json_string(&shown(s))).collect();
             format!(
-                "{{\"client\":{},\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"now\":{}}}",
-                json_string(&r.label),
-                json_string(r.limits.as_bytes()),
+                "{{\"client\":{},\"kind\":\"{}\",\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"refused_by\":[{}],\"shared\":[{}],\"now\":{}}}",
+                json_string(&shown(&r.counted.label())),
+                kind(&r.counted),
+                json_string(&r.limits.to_string()),
                 r.counter.total,
                 windows.join(","),
                 r.counter.refused,
                 r.counter.last_refused,
-                !r.full.is_empty(),
-                match (r.full.is_empty(), room) {
-                    (true, _) => "null".to_string(),
-                    (false, Some(t)) => t.secs_up().to_string(),
-                    (false, None) => "\"reset\"".to_string(),
-                },
-                now.secs()
+                !r.refused_by.is_empty(),
+                room_json(&r.refused_by),
+                refused_by.join(","),
+                shared.join(","),
+                now.secs(),
             )
         })
         .collect();
     println!("[{}]", items.join(",\n "));
 }
 
-/// A JSON string; bytes that are not printable ASCII are written as `\u00XX`
-/// (a non-UTF-8 name stays readable and the output stays valid JSON).
-fn json_string(bytes: &[u8]) -> String {
-    let mut s = String::from("\"");
-    for &b in bytes {
-        match b {
-            b'"' => s.push_str("\\\""),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(b as char),
-            _ => s.push_str(&format!("\\u{b:04x}")),
+/// A JSON string of text that `shown` made: UTF-8 throughout, quotes and
+/// backslashes escaped (control characters are already `\xHH`).
+fn json_string(text: &str) -> String {
+    let mut s = String::with_capacity(text.len() + 2);
+    s.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if c.is_control() => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push(c),
         }
     }
     s.push('"');

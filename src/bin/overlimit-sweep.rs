@@ -3,60 +3,92 @@
 //! limit keep their count (a ban until `overlimit reset`), one line each on
 //! stdout so cron mails the list to the administrator.
 
-use overlimit::client::printable;
+use overlimit::admin::{exit, Args};
+use overlimit::client::shown;
 use overlimit::config::Config;
-use overlimit::sweep::{counter_files, sweep_one, Swept};
+use overlimit::sweep::{classic_limits, counter_files, sweep_one, Swept};
+use std::ffi::OsString;
 
 const USAGE: &str = "usage: overlimit-sweep [--keep-overlimit]
 
 Resets every classic count in OVERLIMITDIR and removes counters with nothing
 left in any window. --keep-overlimit leaves clients at or over their classic
-limit untouched and prints one line for each.";
+limit untouched and prints one line for each.
+
+options: -h, --help, -V, --version
+exit: 0 done; 2 usage error, or a counter or directory that could not be
+read or written (the others are still swept). See overlimit-sweep(8).";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let keep = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => false,
-        ["--keep-overlimit"] => true,
-        ["-h" | "--help"] => {
-            println!("{USAGE}");
-            std::process::exit(0)
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let known = ["--keep-overlimit", "-h", "--help", "-V", "--version"];
+    let args = match Args::parse(&args, &known) {
+        Ok(a) if a.names.is_empty() => a,
+        Ok(a) => {
+            eprintln!(
+                "overlimit-sweep: unexpected argument {}\n{USAGE}",
+                shown(&a.names[0])
+            );
+            std::process::exit(exit::TROUBLE)
         }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2)
+        Err(e) => {
+            eprintln!("overlimit-sweep: {e}\n{USAGE}");
+            std::process::exit(exit::TROUBLE)
         }
     };
-    std::process::exit(run(&Config::from_env(), keep))
+    if args.has("-h") || args.has("--help") {
+        println!("{USAGE}");
+        std::process::exit(exit::OK)
+    }
+    if args.has("-V") || args.has("--version") {
+        println!("overlimit-sweep {}", env!("CARGO_PKG_VERSION"));
+        std::process::exit(exit::OK)
+    }
+    std::process::exit(run(&Config::from_env(), args.has("--keep-overlimit")))
 }
 
 fn run(config: &Config, keep: bool) -> i32 {
+    let say = |what: &dyn std::fmt::Display| eprintln!("overlimit-sweep: {what}");
     let files = match counter_files(&config.dir) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("overlimit-sweep: {e}");
-            return 2;
+            say(&e);
+            return exit::TROUBLE;
         }
     };
+    let limits = if keep {
+        let mut notes = Vec::new();
+        let found = classic_limits(&config.control, &config.dir, &files, &mut notes);
+        for n in &notes {
+            say(&format!("{}: {n}", config.control.display()));
+        }
+        match found {
+            Ok(l) => Some(l),
+            Err(e) => {
+                // Without the limits no ban can be told apart: sweep nothing.
+                say(&e);
+                return exit::TROUBLE;
+            }
+        }
+    } else {
+        None
+    };
     let now = overlimit::time::Time::now();
-    let mut code = 0;
+    let mut code = exit::OK;
     for file in files {
-        match sweep_one(&config.dir, &file, &config.control, keep, now) {
+        match sweep_one(&config.dir, &file, limits.as_ref(), now) {
             Ok(Swept::Kept {
                 client,
                 count,
                 limit,
             }) => {
-                // The client's name, not its file's: what `overlimit reset` takes.
-                println!(
-                    "kept {}: {count} counted, limit {limit}",
-                    printable(&client)
-                );
+                // The client's name as `status` prints it and `reset` takes it.
+                println!("kept {}: {count} counted, limit {limit}", shown(&client));
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("overlimit-sweep: {e}");
-                code = 2;
+                say(&e);
+                code = exit::TROUBLE;
             }
         }
     }

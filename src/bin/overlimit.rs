@@ -1,45 +1,90 @@
 //! `overlimit`: the administrator's tool. Picks the subcommand; each lives in
-//! `src/admin/` with its usage text.
+//! `src/admin/` with its usage text. Arguments are read as bytes
+//! (`args_os`): a name need not be UTF-8, and no input ends in a panic.
 
-use overlimit::admin::{check, compile, reset, status};
+use overlimit::admin::{check, compile, exit, reset, status, Args};
+use overlimit::client::shown;
 use overlimit::config::Config;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 
 const USAGE: &str = "usage: overlimit COMMAND [ARGS]
 
 commands:
-  check                     report bad and ineffective lines of RELAYLIMITS
-  compile                   write RELAYLIMITS.cdb for large control files
-  status [--json] [CLIENT]  show counted clients, over-limit ones first
-  reset CLIENT...           free clients (remove their counters)
+  check                        report bad, unmatchable and ineffective lines
+                               of RELAYLIMITS, and counters the plug-in
+                               cannot write
+  compile                      write RELAYLIMITS.cdb for large control files
+  status [--json] [NAME...]    show counters, over-limit ones first
+  reset NAME...                free clients (remove their counters); NAME
+                               may be *@domain or an address range
+
+options: -h, --help (also after a command), -V, --version
+
+exit: 0 done; 1 check found problems (a missing RELAYLIMITS among them) or
+compile refused bad lines; 2 usage error or a file that cannot be read or
+written (for compile, a missing RELAYLIMITS).
 
 environment: RELAYLIMITS (default /var/qmail/control/relaylimits),
-OVERLIMITDIR (default /var/qmail/overlimit). See overlimit(8).";
+OVERLIMITDIR (default /var/qmail/overlimit), OVERLIMIT_ATCHARS (default @%/).
+See overlimit(8).";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = Config::from_env();
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    std::process::exit(run(&args))
+}
+
+fn run(args: &[OsString]) -> i32 {
     let help = |text: &str| {
         println!("{text}");
-        0
+        exit::OK
     };
-    let code = match args.first().map(String::as_str) {
-        Some("-h" | "--help" | "help") => help(USAGE),
-        Some("-V" | "--version") => help(concat!("overlimit ", env!("CARGO_PKG_VERSION"))),
-        Some(cmd) if args.iter().skip(1).any(|a| a == "-h" || a == "--help") => help(match cmd {
-            "check" => check::USAGE,
-            "compile" => compile::USAGE,
-            "status" => status::USAGE,
-            "reset" => reset::USAGE,
-            _ => USAGE,
-        }),
-        Some("check") if args.len() == 1 => check::run(&config.control),
-        Some("compile") if args.len() == 1 => compile::run(&config.control),
-        Some("status") => status::run(&config.control, &config.dir, &args[1..]),
-        Some("reset") => reset::run(&config.dir, &args[1..]),
-        _ => {
-            eprintln!("{USAGE}");
-            2
+    let Some(command) = args.first() else {
+        eprintln!("{USAGE}");
+        return exit::TROUBLE;
+    };
+    let rest = &args[1..];
+    let usage = match command.as_bytes() {
+        b"-h" | b"--help" | b"help" => return help(USAGE),
+        b"-V" | b"--version" => return help(concat!("overlimit ", env!("CARGO_PKG_VERSION"))),
+        b"check" => check::USAGE,
+        b"compile" => compile::USAGE,
+        b"status" => status::USAGE,
+        b"reset" => reset::USAGE,
+        other => {
+            eprintln!("overlimit: unknown command {}\n{USAGE}", shown(other));
+            return exit::TROUBLE;
         }
     };
-    std::process::exit(code)
+    // `--help` anywhere before a `--` asks for the command's summary.
+    let flags = rest.iter().take_while(|a| a.as_bytes() != b"--");
+    if flags.clone().any(|a| a == "-h" || a == "--help") {
+        return help(usage);
+    }
+    let config = Config::from_env();
+    match command.as_bytes() {
+        b"status" => status::run(&config.control, &config.dir, rest),
+        b"reset" => reset::run(&config.dir, rest),
+        _ => match Args::parse(rest, &[]) {
+            Ok(a) if a.names.is_empty() => {
+                if command == "check" {
+                    check::run(&config.control, &config.dir)
+                } else {
+                    compile::run(&config.control)
+                }
+            }
+            Ok(a) => {
+                let name = shown(&a.names[0]);
+                eprintln!(
+                    "overlimit: {}: unexpected argument {name}\n{usage}",
+                    shown(command.as_bytes())
+                );
+                exit::TROUBLE
+            }
+            Err(e) => {
+                eprintln!("overlimit {}: {e}\n{usage}", shown(command.as_bytes()));
+                exit::TROUBLE
+            }
+        },
+    }
 }

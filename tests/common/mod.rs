@@ -20,21 +20,35 @@ pub const ADMIN: &str = env!("CARGO_BIN_EXE_overlimit");
 pub const HANG: Duration = Duration::from_secs(20);
 
 /// A temporary directory holding `relaylimits` and the counter directory
-/// `overlimit/`, removed when dropped.
+/// `overlimit/`, removed when dropped. It sits alone in a fresh private
+/// parent, so a test may check that nothing escaped beside it without
+/// depending on what other processes do in the shared `$TMPDIR`.
 pub struct Sandbox {
     pub root: PathBuf,
 }
 
+/// A fresh directory of our own under `$TMPDIR` (mode 0700, created by
+/// `mkdtemp`, so no other process's file can be in its place).
+pub fn fresh_dir(what: &str) -> PathBuf {
+    let template = std::env::temp_dir().join(format!("overlimit-{what}-XXXXXX"));
+    let mut bytes = template.into_os_string().into_encoded_bytes();
+    bytes.push(0);
+    // SAFETY: `bytes` is a writable NUL-terminated template that outlives the
+    // call; mkdtemp only rewrites its X's.
+    let made = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+    assert!(
+        !made.is_null(),
+        "mkdtemp: {}",
+        std::io::Error::last_os_error()
+    );
+    bytes.pop();
+    // SAFETY: the bytes came from an OsString and mkdtemp wrote ASCII.
+    PathBuf::from(unsafe { std::ffi::OsString::from_encoded_bytes_unchecked(bytes) })
+}
+
 impl Sandbox {
     pub fn new() -> Sandbox {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "overlimit-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = fresh_dir("test").join("box");
         std::fs::create_dir_all(root.join("overlimit")).unwrap();
         Sandbox { root }
     }
@@ -116,12 +130,90 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // A test may have made parts read-only; undo that before removing.
+        let parent = self.root.parent().expect("a private parent");
         let _ = Command::new("chmod")
             .arg("-R")
             .arg("u+rwx")
-            .arg(&self.root)
+            .arg(parent)
             .status();
-        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(parent);
+    }
+}
+
+/// Whether this is CI (`.ci/run` sets `CI=true` after installing every
+/// tool), where no test may skip.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true")
+}
+
+/// A test that cannot run here says so on stderr, loudly, and returns;
+/// under CI it fails instead, so a skip never reports as a pass there.
+pub fn skip(why: &str) {
+    assert!(!under_ci(), "CI=true, and this test cannot run: {why}");
+    eprintln!("skipped: {why}");
+}
+
+/// A system group and user made for a test and removed when dropped, so the
+/// host is left with the accounts it had. Ones that already existed are
+/// used and left alone.
+pub struct TempAccounts {
+    made_user: Option<String>,
+    made_group: Option<String>,
+}
+
+impl TempAccounts {
+    /// Ensures group `group` and system user `user` (with a group of its own)
+    /// exist; `Err` says why not.
+    pub fn new(group: &str, user: &str) -> Result<TempAccounts, String> {
+        let quiet = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let mut made = TempAccounts {
+            made_user: None,
+            made_group: None,
+        };
+        if !quiet("getent", &["group", group]) {
+            if !quiet("groupadd", &["--system", group]) {
+                return Err(format!("groupadd {group} failed"));
+            }
+            made.made_group = Some(group.to_string());
+        }
+        if !quiet("id", &[user]) {
+            let args = [
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ];
+            if !quiet("useradd", &args) {
+                return Err(format!("useradd {user} failed"));
+            }
+            made.made_user = Some(user.to_string());
+        }
+        Ok(made)
+    }
+}
+
+impl Drop for TempAccounts {
+    fn drop(&mut self) {
+        // userdel removes the user's own group (USERGROUPS_ENAB) with it.
+        if let Some(user) = &self.made_user {
+            let _ = Command::new("userdel").arg(user).status();
+            let _ = Command::new("groupdel")
+                .arg(user)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(group) = &self.made_group {
+            let _ = Command::new("groupdel").arg(group).status();
+        }
     }
 }
 
@@ -168,6 +260,12 @@ impl Run {
 
     pub fn args(mut self, args: &[&str]) -> Run {
         self.cmd.args(args);
+        self
+    }
+
+    /// One more argument, any bytes.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Run {
+        self.cmd.arg(arg);
         self
     }
 
