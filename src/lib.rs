@@ -35,6 +35,7 @@ pub mod local;
 pub mod log;
 pub mod lookup;
 pub mod process;
+pub mod redis;
 pub mod refusal;
 pub mod rules;
 pub mod store;

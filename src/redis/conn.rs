@@ -1,0 +1,306 @@
+//! One connection to the server, every step of it bounded by one deadline.
+//!
+//! The plug-in has 1 s for everything (see `time.rs`), and qmail-smtpd waits
+//! on it with no timeout of its own: a server that is stopped, gone or slow
+//! must turn into an error before the deadline, at every step. So the name
+//! is resolved in a thread the caller stops waiting for, the connect is
+//! bounded (`connect_timeout` for TCP; for a unix socket `SO_SNDTIMEO`,
+//! which bounds a connect to a full backlog), and every read and write gets
+//! the time that is left as its socket timeout.
+
+use super::resp::{self, Reply, Source};
+use super::url::{Address, Server};
+use crate::error::Internal;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+/// The longest reply line read (a status, an error, a length).
+const MAX_LINE: usize = 4096;
+
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+pub struct Conn {
+    stream: Stream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    deadline: Instant,
+    /// The server as messages name it (no password).
+    shown: String,
+}
+
+impl Conn {
+    /// Connects, authenticates and selects the database, all by `deadline`
+    /// (or sooner, by the address's `timeout`).
+    pub fn open(server: &Server, deadline: Instant) -> Result<Conn, Internal> {
+        let deadline = server.deadline(deadline);
+        let shown = server.shown();
+        let failed = |what: String| Internal(format!("redis {shown}: {what}"));
+        let stream = match &server.address {
+            Address::Unix(path) => connect_unix(path, deadline)
+                .map(Stream::Unix)
+                .map_err(|e| failed(format!("connect: {}", timed(e))))?,
+            Address::Tcp { host, port } => connect_tcp(host, *port, deadline)
+                .map(Stream::Tcp)
+                .map_err(|e| failed(format!("connect: {}", timed(e))))?,
+        };
+        let mut conn = Conn {
+            stream,
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+            deadline,
+            shown: shown.clone(),
+        };
+        let mut hello: Vec<Vec<&[u8]>> = Vec::new();
+        if let Some(pw) = &server.password {
+            match &server.user {
+                Some(u) => hello.push(vec![b"AUTH", u, pw]),
+                None => hello.push(vec![b"AUTH", pw]),
+            }
+        }
+        let db = server.db.to_string();
+        if server.db != 0 {
+            hello.push(vec![b"SELECT", db.as_bytes()]);
+        }
+        for (reply, cmd) in conn.pipeline(&hello)?.into_iter().zip(&hello) {
+            if let Reply::Error(e) = reply {
+                // AUTH's error never repeats the password; say which step.
+                let step = String::from_utf8_lossy(cmd[0]);
+                return Err(conn.error(&format!("{step}: {e}")));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Moves the deadline (a long-lived connection, one per request).
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// An error naming the server.
+    pub fn error(&self, what: &str) -> Internal {
+        Internal(format!("redis {}: {what}", self.shown))
+    }
+
+    /// Sends one command and reads its reply; an error reply is an error.
+    pub fn call(&mut self, args: &[&[u8]]) -> Result<Reply, Internal> {
+        let mut replies = self.pipeline(&[args.to_vec()])?;
+        match replies.pop() {
+            Some(Reply::Error(e)) => Err(self.error(&format!(
+                "{}: {e}",
+                String::from_utf8_lossy(args[0])
+            ))),
+            Some(r) => Ok(r),
+            None => Err(self.error("no reply")),
+        }
+    }
+
+    /// Sends `cmds` in one write and reads one reply for each, error replies
+    /// included: one round trip however many commands.
+    pub fn pipeline(&mut self, cmds: &[Vec<&[u8]>]) -> Result<Vec<Reply>, Internal> {
+        let mut out = Vec::new();
+        for c in cmds {
+            resp::encode(&mut out, c);
+        }
+        self.send(&out).map_err(|e| self.error(&format!("write: {}", timed(e))))?;
+        let mut replies = Vec::with_capacity(cmds.len());
+        for _ in cmds {
+            replies.push(resp::read(self).map_err(|e| self.error(&e))?);
+        }
+        Ok(replies)
+    }
+
+    fn left(&self) -> io::Result<Duration> {
+        left(self.deadline)
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let left = self.left()?;
+        match &mut self.stream {
+            Stream::Unix(s) => {
+                s.set_write_timeout(Some(left))?;
+                s.write_all(bytes)
+            }
+            Stream::Tcp(s) => {
+                s.set_write_timeout(Some(left))?;
+                s.write_all(bytes)
+            }
+        }
+    }
+
+    /// Reads more into the buffer, within the deadline.
+    fn fill(&mut self) -> Result<(), String> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        let got = (|| {
+            let left = self.left()?;
+            match &mut self.stream {
+                Stream::Unix(s) => {
+                    s.set_read_timeout(Some(left))?;
+                    s.read(&mut self.buf[self.end..])
+                }
+                Stream::Tcp(s) => {
+                    s.set_read_timeout(Some(left))?;
+                    s.read(&mut self.buf[self.end..])
+                }
+            }
+        })();
+        match got {
+            Ok(0) => Err("the server closed the connection".into()),
+            Ok(n) => {
+                self.end += n;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(format!("read: {}", timed(e))),
+        }
+    }
+}
+
+impl Source for Conn {
+    fn line(&mut self) -> Result<Vec<u8>, String> {
+        // Bytes after `start` already searched; the last one may be the CR
+        // of a CRLF split between two reads.
+        let mut searched = 0;
+        loop {
+            let have = &self.buf[self.start..self.end];
+            if let Some(i) = have[searched..].windows(2).position(|w| w == b"\r\n") {
+                let line = have[..searched + i].to_vec();
+                self.start += searched + i + 2;
+                return Ok(line);
+            }
+            if have.len() > MAX_LINE {
+                return Err(format!("a reply line longer than {MAX_LINE} bytes"));
+            }
+            searched = have.len().saturating_sub(1);
+            self.fill()?;
+        }
+    }
+
+    fn block(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        while self.end - self.start < n + 2 {
+            if self.buf.len() < n + 2 {
+                self.buf.resize(n + 2, 0);
+            }
+            self.fill()?;
+        }
+        let b = self.buf[self.start..self.start + n].to_vec();
+        if &self.buf[self.start + n..self.start + n + 2] != b"\r\n" {
+            return Err("a bulk string not ended by CRLF".into());
+        }
+        self.start += n + 2;
+        Ok(b)
+    }
+}
+
+/// The time left until `deadline`, or a timeout error when none is.
+fn left(deadline: Instant) -> io::Result<Duration> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        return Err(io::Error::from(io::ErrorKind::TimedOut));
+    }
+    Ok(d)
+}
+
+/// Socket timeouts report `WouldBlock`; say what it means.
+fn timed(e: io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            "no answer within the deadline".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn connect_unix(path: &std::path::Path, deadline: Instant) -> io::Result<UnixStream> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::{AsRawFd, FromRawFd};
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long or holding a NUL byte",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &s) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: plain system call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns; the stream closes it.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    // For AF_UNIX the send timeout also bounds a connect that waits for
+    // room in a stopped server's backlog.
+    stream.set_write_timeout(Some(left(deadline)?))?;
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is a filled sockaddr_un and `len` within its size.
+    let r = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => io::ErrorKind::TimedOut.into(),
+            _ => e,
+        });
+    }
+    Ok(stream)
+}
+
+fn connect_tcp(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
+    let addrs = resolve(host, port, deadline)?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, left(deadline)?) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// An address literal at once; a name through the resolver, in a thread
+/// this process stops waiting for at the deadline (getaddrinfo has none).
+fn resolve(host: &str, port: u16, deadline: Instant) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = (host.to_string(), port);
+    std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(Iterator::collect));
+        })?;
+    rx.recv_timeout(left(deadline)?)
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}

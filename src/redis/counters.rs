@@ -1,0 +1,274 @@
+//! Counters in Redis: the same text as a counter file (format 2, with its
+//! checksum), one key per counter, changed by an optimistic transaction.
+//!
+//! `WATCH` the decision's keys and `MGET` them (one round trip), run the
+//! caller's decision in Rust on the parsed counters, then `MULTI`, a `SET`
+//! or `DEL` per key, `EXEC` (a second round trip). If any watched key changed
+//! meanwhile, `EXEC` does nothing and answers nil, and the whole step runs
+//! again on the new values, until the deadline. So every counter of one
+//! decision rises together or not at all, across hosts, and the window
+//! arithmetic and the counter format are the files' own: no script in the
+//! server holds a second copy of either.
+//!
+//! Keys are `overlimit:{TAG}:FILE`, FILE the counter's file name (see
+//! `store.rs`: it never holds a brace). TAG, the part Redis Cluster hashes,
+//! is the same for every counter one decision can touch: a named client's
+//! domain aggregate name (`@example.com`) for the client and the aggregate
+//! alike; for an address client and the ranges it falls in, which may be any
+//! prefix, one tag for all (`@ip`); a name without a domain, its own.
+//!
+//! A counter whose limits are all windows expires by itself once the
+//! longest window (plus a bucket) has passed since it last rose; one with a
+//! classic limit, or none, keeps its count until the sweep, as a file does.
+
+use super::conn::Conn;
+use super::resp::Reply;
+use crate::client::Client;
+use crate::counted::Counted;
+use crate::counter::Counter;
+use crate::error::Internal;
+use crate::limits::Limits;
+use crate::store::domain_file;
+use std::time::{Duration, Instant};
+
+/// Every key of ours starts so.
+pub const PREFIX: &[u8] = b"overlimit:";
+
+/// The key of the counter `file`, labelled `label` (see the top of the file).
+pub fn key(file: &str, label: &[u8]) -> Vec<u8> {
+    let tag = match Counted::from_label(label) {
+        Some(Counted::Domain(d)) => domain_file(&d),
+        Some(Counted::Client(c @ Client::User(_))) => match c.domain() {
+            Some(d) => domain_file(d),
+            None => file.to_string(),
+        },
+        Some(Counted::Client(Client::Ip(_)) | Counted::Range(_)) => "@ip".to_string(),
+        None => file.to_string(),
+    };
+    [PREFIX, b"{", tag.as_bytes(), b"}:", file.as_bytes()].concat()
+}
+
+/// The counter's file name in a key of ours.
+pub fn file_of(key: &[u8]) -> Option<&[u8]> {
+    let rest = key.strip_prefix(PREFIX)?.strip_prefix(b"{")?;
+    let end = rest.windows(2).position(|w| w == b"}:")?;
+    Some(&rest[end + 2..])
+}
+
+/// How long a counter with `limits` lives after its last write: `None` while
+/// a classic limit (or no limit at all) keeps it until the sweep. A window
+/// still counts a recipient until its bucket's end plus the period, hence
+/// one bucket width more than the period.
+pub fn lifetime(limits: &Limits) -> Option<Duration> {
+    if limits.items.is_empty() || limits.items.iter().any(|i| i.period.is_none()) {
+        return None;
+    }
+    let longest = limits.periods().into_iter().max()?;
+    let w = crate::window::Window::new(longest);
+    Some(Duration::from_millis(w.period_millis() + w.width()))
+}
+
+/// What becomes of one counter at the end of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Keep,
+    /// Written, expiring `lifetime` after (or never).
+    Set(Counter, Option<Duration>),
+    Delete,
+}
+
+/// Runs `decide` on the counters at `keys` (in order; `None` for a value
+/// that is not a counter, an empty counter for a missing key) and applies the
+/// changes it returns, one per key, atomically; again on fresh values if
+/// another client changed a key meanwhile. `decide` may run several times
+/// and must not act on anything but its return value.
+pub fn transact<R>(
+    conn: &mut Conn,
+    keys: &[Vec<u8>],
+    mut decide: impl FnMut(Vec<Option<Counter>>) -> Result<(R, Vec<Change>), Internal>,
+) -> Result<R, Internal> {
+    let mut attempt: u32 = 0;
+    loop {
+        let mut watch: Vec<&[u8]> = vec![b"WATCH"];
+        let mut mget: Vec<&[u8]> = vec![b"MGET"];
+        for k in keys {
+            watch.push(k);
+            mget.push(k);
+        }
+        let replies = conn.pipeline(&[watch, mget])?;
+        let values = match replies.as_slice() {
+            [Reply::Status(_), Reply::Array(Some(v))] if v.len() == keys.len() => v,
+            _ => return Err(conn.error(&format!("WATCH/MGET answered {replies:?}"))),
+        };
+        let counters = values
+            .iter()
+            .map(|v| match v {
+                Reply::Bulk(None) => Some(Counter::default()),
+                Reply::Bulk(Some(text)) => Counter::parse(text, text.len() as u64),
+                _ => None,
+            })
+            .collect();
+        let (result, changes) = match decide(counters) {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = conn.call(&[b"UNWATCH"]);
+                return Err(e);
+            }
+        };
+        assert_eq!(changes.len(), keys.len(), "one change per key");
+        if changes.iter().all(|c| *c == Change::Keep) {
+            conn.call(&[b"UNWATCH"])?;
+            return Ok(result);
+        }
+        if commit(conn, keys, &changes)? {
+            return Ok(result);
+        }
+        attempt += 1;
+        back_off(conn, attempt)?;
+    }
+}
+
+/// `MULTI`, the changes, `EXEC`; false when a watched key changed.
+fn commit(conn: &mut Conn, keys: &[Vec<u8>], changes: &[Change]) -> Result<bool, Internal> {
+    let texts: Vec<(Vec<u8>, String)> = changes
+        .iter()
+        .map(|c| match c {
+            Change::Set(counter, ttl) => (
+                counter.to_text(),
+                ttl.map_or(String::new(), |t| t.as_millis().max(1).to_string()),
+            ),
+            _ => (Vec::new(), String::new()),
+        })
+        .collect();
+    let mut cmds: Vec<Vec<&[u8]>> = vec![vec![b"MULTI"]];
+    for ((k, c), (text, ms)) in keys.iter().zip(changes).zip(&texts) {
+        match c {
+            Change::Keep => {}
+            Change::Delete => cmds.push(vec![b"DEL", k]),
+            Change::Set(_, None) => cmds.push(vec![b"SET", k, text]),
+            Change::Set(_, Some(_)) => cmds.push(vec![b"SET", k, text, b"PX", ms.as_bytes()]),
+        }
+    }
+    cmds.push(vec![b"EXEC"]);
+    let replies = conn.pipeline(&cmds)?;
+    if let Some(e) = replies.iter().find_map(|r| match r {
+        Reply::Error(e) => Some(e),
+        _ => None,
+    }) {
+        return Err(conn.error(&format!("MULTI/EXEC: {e}; no counter changed")));
+    }
+    match replies.last() {
+        Some(Reply::Array(None)) => Ok(false),
+        Some(Reply::Array(Some(_))) => Ok(true),
+        other => Err(conn.error(&format!("EXEC answered {other:?}"))),
+    }
+}
+
+/// A short, growing, jittered pause after a conflict, so that clients
+/// racing for one key do not keep colliding in step; an error once the
+/// deadline leaves no time for another attempt.
+fn back_off(conn: &Conn, attempt: u32) -> Result<(), Internal> {
+    let jitter = u64::from(std::process::id())
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
+        );
+    let cap = 50u64 << attempt.min(5); // up to 1.6 ms
+    let pause = Duration::from_micros(jitter % cap);
+    if Instant::now() + pause >= conn.deadline() {
+        return Err(conn.error(&format!(
+            "{attempt} attempts each lost to another host changing the same counters; \
+             none changed"
+        )));
+    }
+    std::thread::sleep(pause);
+    Ok(())
+}
+
+/// Every key of ours, by `SCAN` (which never blocks the server as `KEYS`
+/// would), sorted and without the duplicates `SCAN` may return.
+pub fn all_keys(conn: &mut Conn) -> Result<Vec<Vec<u8>>, Internal> {
+    let pattern = [PREFIX, b"*"].concat();
+    let mut cursor = b"0".to_vec();
+    let mut keys = Vec::new();
+    loop {
+        let reply = conn.call(&[b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", b"1000"])?;
+        let Reply::Array(Some(parts)) = reply else {
+            return Err(conn.error(&format!("SCAN answered {reply:?}")));
+        };
+        let (next, batch) = match parts.as_slice() {
+            [Reply::Bulk(Some(c)), Reply::Array(Some(b))] => (c.clone(), b),
+            _ => return Err(conn.error(&format!("SCAN answered {parts:?}"))),
+        };
+        for k in batch {
+            if let Reply::Bulk(Some(k)) = k {
+                keys.push(k.clone());
+            }
+        }
+        if next == b"0" {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// The counter at `key`: `Ok(None)` when missing, an error when its value
+/// is not a counter.
+pub fn read(conn: &mut Conn, key: &[u8]) -> Result<Option<Counter>, Internal> {
+    match conn.call(&[b"GET", key])? {
+        Reply::Bulk(None) => Ok(None),
+        Reply::Bulk(Some(text)) => match Counter::parse(&text, text.len() as u64) {
+            Some(c) => Ok(Some(c)),
+            None => Err(conn.error(&format!(
+                "{}: not a counter",
+                String::from_utf8_lossy(key)
+            ))),
+        },
+        other => Err(conn.error(&format!("GET answered {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Item;
+
+    fn tag(key: &[u8]) -> &[u8] {
+        let open = key.iter().position(|&b| b == b'{').unwrap();
+        let close = key.iter().position(|&b| b == b'}').unwrap();
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn one_decisions_keys_share_a_cluster_slot() {
+        let user = key("web1@example.com", b"web1@example.com");
+        let domain = key("@example.com", b"@example.com");
+        assert_eq!(tag(&user), b"@example.com");
+        assert_eq!(tag(&user), tag(&domain));
+        assert_eq!(tag(&key("192.0.2.7", b"192.0.2.7")), b"@ip");
+        assert_eq!(tag(&key("@=x", b"@192.0.2.0/24")), b"@ip");
+        assert_eq!(tag(&key("web1", b"web1")), b"web1");
+        assert_eq!(file_of(&user), Some(&b"web1@example.com"[..]));
+        assert_eq!(file_of(b"other:key"), None);
+    }
+
+    #[test]
+    fn only_counters_of_windows_alone_expire() {
+        let limits = |items: &[(u64, Option<u32>)]| Limits {
+            items: items
+                .iter()
+                .map(|&(max, period)| Item { max, period })
+                .collect(),
+        };
+        assert_eq!(lifetime(&limits(&[])), None);
+        assert_eq!(lifetime(&limits(&[(10, Some(60)), (100, None)])), None);
+        assert_eq!(
+            lifetime(&limits(&[(10, Some(60)), (100, Some(3600))])),
+            Some(Duration::from_millis(3_600_000 + 60_000))
+        );
+    }
+}
