@@ -96,10 +96,9 @@ impl Conn {
     pub fn call(&mut self, args: &[&[u8]]) -> Result<Reply, Internal> {
         let mut replies = self.pipeline(&[args.to_vec()])?;
         match replies.pop() {
-            Some(Reply::Error(e)) => Err(self.error(&format!(
-                "{}: {e}",
-                String::from_utf8_lossy(args[0])
-            ))),
+            Some(Reply::Error(e)) => {
+                Err(self.error(&format!("{}: {e}", String::from_utf8_lossy(args[0]))))
+            }
             Some(r) => Ok(r),
             None => Err(self.error("no reply")),
         }
@@ -112,7 +111,8 @@ impl Conn {
         for c in cmds {
             resp::encode(&mut out, c);
         }
-        self.send(&out).map_err(|e| self.error(&format!("write: {}", timed(e))))?;
+        self.send(&out)
+            .map_err(|e| self.error(&format!("write: {}", timed(e))))?;
         let mut replies = Vec::with_capacity(cmds.len());
         for _ in cmds {
             replies.push(resp::read(self).map_err(|e| self.error(&e))?);
@@ -218,11 +218,15 @@ fn left(deadline: Instant) -> io::Result<Duration> {
     Ok(d)
 }
 
-/// Socket timeouts report `WouldBlock`; say what it means.
+/// Says what a socket error means here: timeouts report `WouldBlock`, and
+/// a server gone mid-run shows as a broken pipe or a reset.
 fn timed(e: io::Error) -> String {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             "no answer within the deadline".into()
+        }
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+            format!("the server closed the connection ({e})")
         }
         _ => e.to_string(),
     }

@@ -223,10 +223,7 @@ pub fn read(conn: &mut Conn, key: &[u8]) -> Result<Option<Counter>, Internal> {
         Reply::Bulk(None) => Ok(None),
         Reply::Bulk(Some(text)) => match Counter::parse(&text, text.len() as u64) {
             Some(c) => Ok(Some(c)),
-            None => Err(conn.error(&format!(
-                "{}: not a counter",
-                String::from_utf8_lossy(key)
-            ))),
+            None => Err(conn.error(&format!("{}: not a counter", String::from_utf8_lossy(key)))),
         },
         other => Err(conn.error(&format!("GET answered {other:?}"))),
     }

@@ -127,7 +127,9 @@ mod tests {
 
     #[test]
     fn every_reply_type_reads() {
-        let mut src = Bytes(b"+OK\r\n-ERR no\r\n:42\r\n$-1\r\n$2\r\nhi\r\n*-1\r\n*2\r\n:1\r\n*1\r\n$0\r\n\r\n");
+        let mut src = Bytes(
+            b"+OK\r\n-ERR no\r\n:42\r\n$-1\r\n$2\r\nhi\r\n*-1\r\n*2\r\n:1\r\n*1\r\n$0\r\n\r\n",
+        );
         let want = [
             Reply::Status("OK".into()),
             Reply::Error("ERR no".into()),
@@ -156,7 +158,11 @@ mod tests {
             b":x\r\n",
             b"*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",
         ] {
-            assert!(read(&mut Bytes(bad)).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                read(&mut Bytes(bad)).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

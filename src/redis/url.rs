@@ -57,7 +57,9 @@ impl Server {
                  TLS tunnel (stunnel, spiped) and name its local end",
             ));
         }
-        Err(bad("not a redis://HOST:PORT/DB or unix:///PATH?db=N address"))
+        Err(bad(
+            "not a redis://HOST:PORT/DB or unix:///PATH?db=N address",
+        ))
     }
 
     /// The earlier of the caller's deadline and this address's `timeout`.
@@ -92,13 +94,17 @@ fn tcp(rest: &str) -> Result<Server, String> {
     let (user, password) = match auth {
         None => (None, None),
         Some(a) => {
-            let (u, p) = a.split_once(':').ok_or("a user without a password (USER:PASSWORD@)")?;
+            let (u, p) = a
+                .split_once(':')
+                .ok_or("a user without a password (USER:PASSWORD@)")?;
             let user = (!u.is_empty()).then(|| decode(u, "user")).transpose()?;
             (user, Some(decode(p, "password")?))
         }
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or("an IPv6 host without its closing ]")?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or("an IPv6 host without its closing ]")?;
         (h, after.strip_prefix(':'))
     } else {
         match hostport.split_once(':') {
@@ -148,7 +154,9 @@ fn parameters(query: &str) -> impl Iterator<Item = (&str, &str)> {
 fn timeout(s: &str) -> Result<Duration, String> {
     match crate::limits::parse_number(s.as_bytes()) {
         Some(ms @ 1..=60_000) => Ok(Duration::from_millis(ms)),
-        _ => Err(format!("timeout {s:?} is not a number of milliseconds from 1 to 60000")),
+        _ => Err(format!(
+            "timeout {s:?} is not a number of milliseconds from 1 to 60000"
+        )),
     }
 }
 
@@ -223,10 +231,16 @@ mod tests {
     #[test]
     fn tcp_addresses_read_with_defaults() {
         let s = Server::parse("redis://127.0.0.1").unwrap();
-        assert_eq!((s.address, s.db, s.password), (tcp_at("127.0.0.1", 6379), 0, None));
+        assert_eq!(
+            (s.address, s.db, s.password),
+            (tcp_at("127.0.0.1", 6379), 0, None)
+        );
         let s = Server::parse("redis://:s%40cret@redis.example:6380/3").unwrap();
         assert_eq!(s.address, tcp_at("redis.example", 6380));
-        assert_eq!((s.db, s.password.as_deref(), s.user), (3, Some(&b"s@cret"[..]), None));
+        assert_eq!(
+            (s.db, s.password.as_deref(), s.user),
+            (3, Some(&b"s@cret"[..]), None)
+        );
         let s = Server::parse("redis://mail:pw@[::1]:7000/1").unwrap();
         assert_eq!(s.address, tcp_at("::1", 7000));
         assert_eq!(s.user.as_deref(), Some(&b"mail"[..]));
@@ -258,7 +272,10 @@ mod tests {
             ("unix:///x?timeout=soon", "timeout"),
         ] {
             let e = Server::parse(url).unwrap_err().to_string();
-            assert!(e.starts_with("OVERLIMIT_REDIS: ") && e.contains(says), "{url}: {e}");
+            assert!(
+                e.starts_with("OVERLIMIT_REDIS: ") && e.contains(says),
+                "{url}: {e}"
+            );
             assert!(!e.contains("hunter"), "{e}");
         }
         let s = Server::parse("redis://:topsecret@h/1").unwrap();
