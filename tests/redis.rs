@@ -9,7 +9,7 @@ mod redis_server;
 
 use common::*;
 use overlimit::counter::Counter;
-use overlimit::redis::counters::{self, Change};
+use overlimit::redis::counters::{self, Change, Expiry, Found};
 use overlimit::redis::{Conn, Server};
 use redis_server::{Options, RedisServer};
 use std::io::{Read, Write};
@@ -37,7 +37,13 @@ fn connect(url: &str, within: Duration) -> Result<Conn, String> {
 /// is below `max`; true when it did.
 fn raise_below(conn: &mut Conn, keys: &[Vec<u8>], max: u64) -> bool {
     counters::transact(conn, keys, |found| {
-        let found: Vec<Counter> = found.into_iter().map(Option::unwrap).collect();
+        let found: Vec<Counter> = found
+            .into_iter()
+            .map(|f| match f {
+                Found::Counter(c) => c,
+                _ => Counter::default(),
+            })
+            .collect();
         if found.iter().any(|c| c.total >= max) {
             return Ok((false, vec![Change::Keep; keys.len()]));
         }
@@ -45,7 +51,7 @@ fn raise_below(conn: &mut Conn, keys: &[Vec<u8>], max: u64) -> bool {
             .into_iter()
             .map(|mut c| {
                 c.total += 1;
-                Change::Set(c, None)
+                Change::Set(c, Expiry::Never)
             })
             .collect();
         Ok((true, changes))
@@ -110,8 +116,8 @@ fn a_lifetime_is_set_and_a_classic_count_keeps_none() {
         Ok((
             (),
             vec![
-                Change::Set(Counter::default(), Some(Duration::from_secs(60))),
-                Change::Set(Counter::default(), None),
+                Change::Set(Counter::default(), Expiry::After(Duration::from_secs(60))),
+                Change::Set(Counter::default(), Expiry::Never),
             ],
         ))
     })
@@ -125,6 +131,15 @@ fn a_lifetime_is_set_and_a_classic_count_keeps_none() {
     .unwrap();
     assert_eq!(redis.raw("EXISTS overlimit:{a}:a"), ":0");
     assert_eq!(redis.raw("EXISTS overlimit:{a}:b"), ":1");
+    // The sweep rewrites a counter without knowing its limits: its
+    // lifetime stays what the last decision gave it.
+    assert_eq!(redis.raw("PEXPIRE overlimit:{a}:b 90000"), ":1");
+    counters::transact(&mut conn, &keys[1..], |_| {
+        Ok(((), vec![Change::Set(Counter::default(), Expiry::AsBefore)]))
+    })
+    .unwrap();
+    let ttl: i64 = redis.raw("PTTL overlimit:{a}:b")[1..].parse().unwrap();
+    assert!(ttl > 85_000 && ttl <= 90_000, "{ttl}");
 }
 
 #[test]
@@ -139,7 +154,7 @@ fn a_value_that_is_not_a_counter_reads_as_none_and_a_missing_one_as_empty() {
         Ok((found, vec![Change::Keep, Change::Keep]))
     })
     .unwrap();
-    assert_eq!(seen, vec![None, Some(Counter::default())]);
+    assert_eq!(seen, vec![Found::Damaged, Found::Missing]);
     let e = counters::read(&mut conn, &keys[0]).unwrap_err().to_string();
     assert!(e.contains("overlimit:{x}:x: not a counter"), "{e}");
 }
@@ -155,7 +170,10 @@ fn scan_finds_every_key_of_ours_and_no_other() {
         .collect();
     for chunk in keys.chunks(500) {
         counters::transact(&mut conn, chunk, |_| {
-            Ok(((), vec![Change::Set(Counter::default(), None); chunk.len()]))
+            Ok((
+                (),
+                vec![Change::Set(Counter::default(), Expiry::Never); chunk.len()],
+            ))
         })
         .unwrap();
     }

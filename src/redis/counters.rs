@@ -68,24 +68,49 @@ pub fn lifetime(limits: &Limits) -> Option<Duration> {
     Some(Duration::from_millis(w.period_millis() + w.width()))
 }
 
+/// What a transaction found at one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    Missing,
+    /// A value that is not a counter's text.
+    Damaged,
+    Counter(Counter),
+}
+
+/// When a counter written expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// `lifetime` from now.
+    After(Duration),
+    /// Only by the sweep.
+    Never,
+    /// As it would have before this write (`KEEPTTL`): the sweep, which
+    /// does not know the counter's limits.
+    AsBefore,
+}
+
+impl From<Option<Duration>> for Expiry {
+    fn from(lifetime: Option<Duration>) -> Expiry {
+        lifetime.map_or(Expiry::Never, Expiry::After)
+    }
+}
+
 /// What becomes of one counter at the end of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     Keep,
-    /// Written, expiring `lifetime` after (or never).
-    Set(Counter, Option<Duration>),
+    Set(Counter, Expiry),
     Delete,
 }
 
-/// Runs `decide` on the counters at `keys` (in order; `None` for a value
-/// that is not a counter, an empty counter for a missing key) and applies the
+/// Runs `decide` on what is at `keys` (in order) and applies the
 /// changes it returns, one per key, atomically; again on fresh values if
 /// another client changed a key meanwhile. `decide` may run several times
 /// and must not act on anything but its return value.
 pub fn transact<R>(
     conn: &mut Conn,
     keys: &[Vec<u8>],
-    mut decide: impl FnMut(Vec<Option<Counter>>) -> Result<(R, Vec<Change>), Internal>,
+    mut decide: impl FnMut(Vec<Found>) -> Result<(R, Vec<Change>), Internal>,
 ) -> Result<R, Internal> {
     let mut attempt: u32 = 0;
     loop {
@@ -100,14 +125,7 @@ pub fn transact<R>(
             [Reply::Status(_), Reply::Array(Some(v))] if v.len() == keys.len() => v,
             _ => return Err(conn.error(&format!("WATCH/MGET answered {replies:?}"))),
         };
-        let counters = values
-            .iter()
-            .map(|v| match v {
-                Reply::Bulk(None) => Some(Counter::default()),
-                Reply::Bulk(Some(text)) => Counter::parse(text, text.len() as u64),
-                _ => None,
-            })
-            .collect();
+        let counters = values.iter().map(found).collect();
         let (result, changes) = match decide(counters) {
             Ok(done) => done,
             Err(e) => {
@@ -128,15 +146,26 @@ pub fn transact<R>(
     }
 }
 
+fn found(value: &Reply) -> Found {
+    match value {
+        Reply::Bulk(None) => Found::Missing,
+        Reply::Bulk(Some(text)) => match Counter::parse(text, text.len() as u64) {
+            Some(c) => Found::Counter(c),
+            None => Found::Damaged,
+        },
+        _ => Found::Damaged,
+    }
+}
+
 /// `MULTI`, the changes, `EXEC`; false when a watched key changed.
 fn commit(conn: &mut Conn, keys: &[Vec<u8>], changes: &[Change]) -> Result<bool, Internal> {
     let texts: Vec<(Vec<u8>, String)> = changes
         .iter()
         .map(|c| match c {
-            Change::Set(counter, ttl) => (
-                counter.to_text(),
-                ttl.map_or(String::new(), |t| t.as_millis().max(1).to_string()),
-            ),
+            Change::Set(counter, Expiry::After(t)) => {
+                (counter.to_text(), t.as_millis().max(1).to_string())
+            }
+            Change::Set(counter, _) => (counter.to_text(), String::new()),
             _ => (Vec::new(), String::new()),
         })
         .collect();
@@ -145,8 +174,11 @@ fn commit(conn: &mut Conn, keys: &[Vec<u8>], changes: &[Change]) -> Result<bool,
         match c {
             Change::Keep => {}
             Change::Delete => cmds.push(vec![b"DEL", k]),
-            Change::Set(_, None) => cmds.push(vec![b"SET", k, text]),
-            Change::Set(_, Some(_)) => cmds.push(vec![b"SET", k, text, b"PX", ms.as_bytes()]),
+            Change::Set(_, Expiry::Never) => cmds.push(vec![b"SET", k, text]),
+            Change::Set(_, Expiry::AsBefore) => cmds.push(vec![b"SET", k, text, b"KEEPTTL"]),
+            Change::Set(_, Expiry::After(_)) => {
+                cmds.push(vec![b"SET", k, text, b"PX", ms.as_bytes()])
+            }
         }
     }
     cmds.push(vec![b"EXEC"]);
