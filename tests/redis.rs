@@ -71,14 +71,14 @@ fn counters_rise_together_exactly_to_the_limit_under_8_writers() {
     let url = redis.url("");
     // Eight clients of one domain, each with its own counter and the
     // domain's shared one: the domain's limit of 100 holds exactly.
-    let domain = counters::key("@example.com", b"@example.com");
+    let domain = counters::key("@example.com");
     let accepted: u64 = std::thread::scope(|s| {
         let workers: Vec<_> = (0..8)
             .map(|i| {
                 let (url, domain) = (url.clone(), domain.clone());
                 s.spawn(move || {
                     let name = format!("u{i}@example.com");
-                    let keys = [counters::key(&name, name.as_bytes()), domain];
+                    let keys = [counters::key(&name), domain];
                     let mut n = 0;
                     for _ in 0..40 {
                         let mut conn = connect(&url, Duration::from_secs(5)).unwrap();
@@ -96,7 +96,7 @@ fn counters_rise_together_exactly_to_the_limit_under_8_writers() {
     let own: u64 = (0..8)
         .map(|i| {
             let name = format!("u{i}@example.com");
-            total(&mut conn, &counters::key(&name, name.as_bytes()))
+            total(&mut conn, &counters::key(&name))
         })
         .sum();
     assert_eq!(
@@ -165,9 +165,7 @@ fn scan_finds_every_key_of_ours_and_no_other() {
         return;
     };
     let mut conn = connect(&redis.url(""), Duration::from_secs(5)).unwrap();
-    let keys: Vec<Vec<u8>> = (0..2500)
-        .map(|i| counters::key(&format!("c{i}"), format!("c{i}").as_bytes()))
-        .collect();
+    let keys: Vec<Vec<u8>> = (0..2500).map(|i| counters::key(&format!("c{i}"))).collect();
     for chunk in keys.chunks(500) {
         counters::transact(&mut conn, chunk, |_| {
             Ok((

@@ -13,9 +13,13 @@
 //! Keys are `overlimit:{TAG}:FILE`, FILE the counter's file name (see
 //! `store.rs`: it never holds a brace). TAG, the part Redis Cluster hashes,
 //! is the same for every counter one decision can touch: a named client's
-//! domain aggregate name (`@example.com`) for the client and the aggregate
-//! alike; for an address client and the ranges it falls in, which may be any
-//! prefix, one tag for all (`@ip`); a name without a domain, its own.
+//! domain aggregate's file name (`@example.com`) for the client and the
+//! aggregate alike; for an address client and the ranges it falls in, which
+//! may be any prefix, one tag for all (`@ip`); a name without a domain, its
+//! own. The key is made from the file name alone, so every program and host
+//! names a counter alike and `SCAN` gives the file name back. (A client name
+//! over 100 bytes has a hashed file name, which keeps no domain: its tag is
+//! its own, and only a Cluster would notice.)
 //!
 //! A counter whose limits are all windows expires by itself once the
 //! longest window (plus a bucket) has passed since it last rose; one with a
@@ -23,29 +27,67 @@
 
 use super::conn::Conn;
 use super::resp::Reply;
-use crate::client::Client;
-use crate::counted::Counted;
+use crate::client::range_spelled;
 use crate::counter::Counter;
 use crate::error::Internal;
 use crate::limits::Limits;
 use crate::store::domain_file;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Every key of ours starts so.
 pub const PREFIX: &[u8] = b"overlimit:";
 
-/// The key of the counter `file`, labelled `label` (see the top of the file).
-pub fn key(file: &str, label: &[u8]) -> Vec<u8> {
-    let tag = match Counted::from_label(label) {
-        Some(Counted::Domain(d)) => domain_file(&d),
-        Some(Counted::Client(c @ Client::User(_))) => match c.domain() {
-            Some(d) => domain_file(d),
-            None => file.to_string(),
-        },
-        Some(Counted::Client(Client::Ip(_)) | Counted::Range(_)) => "@ip".to_string(),
-        None => file.to_string(),
-    };
+/// The key of the counter file `file` (see the top of the file).
+pub fn key(file: &str) -> Vec<u8> {
+    let tag = label_of(file)
+        .and_then(|l| tag(&l))
+        .unwrap_or_else(|| file.to_string());
     [PREFIX, b"{", tag.as_bytes(), b"}:", file.as_bytes()].concat()
+}
+
+/// The tag of a counter's label, as the top of the file says. Read from the
+/// label's bytes alone, never through `Client` (which reads
+/// `OVERLIMIT_ATCHARS`): every host must name a counter alike.
+fn tag(label: &[u8]) -> Option<String> {
+    let ip = |s: &[u8]| std::str::from_utf8(s).is_ok_and(|s| s.parse::<IpAddr>().is_ok());
+    if let Some(rest) = label.strip_prefix(b"@") {
+        return Some(if range_spelled(rest) {
+            "@ip".to_string()
+        } else {
+            domain_file(rest)
+        });
+    }
+    if ip(label) {
+        return Some("@ip".to_string());
+    }
+    let at = label.iter().rposition(|&b| b == b'@')?;
+    let domain = &label[at + 1..];
+    (!domain.is_empty() && !range_spelled(domain)).then(|| domain_file(domain))
+}
+
+/// The label a file name was made from (see `store::client_file`): the
+/// name itself, or its hex decoded; `None` for a hashed long name, whose
+/// key then takes the file name as its tag.
+fn label_of(file: &str) -> Option<Vec<u8>> {
+    let (lead, hex): (&[u8], &str) = if let Some(h) = file.strip_prefix("@=") {
+        (b"@", h)
+    } else if let Some(h) = file.strip_prefix('=') {
+        (b"", h)
+    } else {
+        return Some(file.as_bytes().to_vec());
+    };
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok());
+    let mut label = lead.to_vec();
+    for b in bytes {
+        label.push(b?);
+    }
+    Some(label)
 }
 
 /// The counter's file name in a key of ours.
@@ -266,7 +308,7 @@ mod tests {
     use super::*;
     use crate::limits::Item;
 
-    fn tag(key: &[u8]) -> &[u8] {
+    fn tag_in(key: &[u8]) -> &[u8] {
         let open = key.iter().position(|&b| b == b'{').unwrap();
         let close = key.iter().position(|&b| b == b'}').unwrap();
         &key[open + 1..close]
@@ -274,13 +316,25 @@ mod tests {
 
     #[test]
     fn one_decisions_keys_share_a_cluster_slot() {
-        let user = key("web1@example.com", b"web1@example.com");
-        let domain = key("@example.com", b"@example.com");
-        assert_eq!(tag(&user), b"@example.com");
-        assert_eq!(tag(&user), tag(&domain));
-        assert_eq!(tag(&key("192.0.2.7", b"192.0.2.7")), b"@ip");
-        assert_eq!(tag(&key("@=x", b"@192.0.2.0/24")), b"@ip");
-        assert_eq!(tag(&key("web1", b"web1")), b"web1");
+        use crate::counted::Counted;
+        let file = |label: &[u8]| Counted::from_label(label).unwrap().file();
+        let user = key(&file(b"web1@example.com"));
+        let domain = key(&file(b"@example.com"));
+        assert_eq!(tag_in(&user), b"@example.com");
+        assert_eq!(tag_in(&user), tag_in(&domain));
+        // Names kept as hex in their file name still find their domain.
+        let odd = key(&file(b"Odd Name@example.com"));
+        assert_eq!(tag_in(&odd), b"@example.com");
+        assert_eq!(tag_in(&key(&file(b"192.0.2.7"))), b"@ip");
+        assert_eq!(tag_in(&key(&file(b"2001:db8::7"))), b"@ip");
+        assert_eq!(tag_in(&key(&file(b"@192.0.2.0/24"))), b"@ip");
+        assert_eq!(tag_in(&key(&file(b"web1"))), b"web1");
+        let long = file(&[b'a'; 300]);
+        assert_eq!(
+            tag_in(&key(&long)),
+            long.as_bytes(),
+            "a hashed name is its own tag"
+        );
         assert_eq!(file_of(&user), Some(&b"web1@example.com"[..]));
         assert_eq!(file_of(b"other:key"), None);
     }
