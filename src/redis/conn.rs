@@ -68,6 +68,9 @@ impl Conn {
         if server.db != 0 {
             hello.push(vec![b"SELECT", db.as_bytes()]);
         }
+        if hello.is_empty() {
+            return Ok(conn);
+        }
         for (reply, cmd) in conn.pipeline(&hello)?.into_iter().zip(&hello) {
             if let Reply::Error(e) = reply {
                 // AUTH's error never repeats the password; say which step.
