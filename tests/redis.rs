@@ -16,16 +16,13 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-/// A fresh directory and a server in it, or a skip (a failure under CI).
-fn server(options: Options) -> Option<(std::path::PathBuf, RedisServer)> {
-    let dir = fresh_dir("redis");
-    match RedisServer::start(&dir, options) {
-        Some(s) => Some((dir, s)),
-        None => {
-            skip("redis-server is not installed (apt-get install redis-server)");
-            None
-        }
+/// A server in a fresh directory, or a skip (a failure under CI).
+fn server(options: Options) -> Option<RedisServer> {
+    let server = RedisServer::start(&fresh_dir("redis"), options);
+    if server.is_none() {
+        skip("redis-server is not installed (apt-get install redis-server)");
     }
+    server
 }
 
 fn connect(url: &str, within: Duration) -> Result<Conn, String> {
@@ -65,7 +62,7 @@ fn total(conn: &mut Conn, key: &[u8]) -> u64 {
 
 #[test]
 fn counters_rise_together_exactly_to_the_limit_under_8_writers() {
-    let Some((_dir, redis)) = server(Options::default()) else {
+    let Some(redis) = server(Options::default()) else {
         return;
     };
     let url = redis.url("");
@@ -107,7 +104,7 @@ fn counters_rise_together_exactly_to_the_limit_under_8_writers() {
 
 #[test]
 fn a_lifetime_is_set_and_a_classic_count_keeps_none() {
-    let Some((_dir, redis)) = server(Options::default()) else {
+    let Some(redis) = server(Options::default()) else {
         return;
     };
     let mut conn = connect(&redis.url(""), Duration::from_secs(5)).unwrap();
@@ -144,7 +141,7 @@ fn a_lifetime_is_set_and_a_classic_count_keeps_none() {
 
 #[test]
 fn a_value_that_is_not_a_counter_reads_as_none_and_a_missing_one_as_empty() {
-    let Some((_dir, redis)) = server(Options::default()) else {
+    let Some(redis) = server(Options::default()) else {
         return;
     };
     assert_eq!(redis.raw("SET overlimit:{x}:x garbage"), "+OK");
@@ -161,7 +158,7 @@ fn a_value_that_is_not_a_counter_reads_as_none_and_a_missing_one_as_empty() {
 
 #[test]
 fn scan_finds_every_key_of_ours_and_no_other() {
-    let Some((_dir, redis)) = server(Options::default()) else {
+    let Some(redis) = server(Options::default()) else {
         return;
     };
     let mut conn = connect(&redis.url(""), Duration::from_secs(5)).unwrap();
@@ -183,7 +180,7 @@ fn scan_finds_every_key_of_ours_and_no_other() {
 
 #[test]
 fn auth_and_select_are_sent_and_a_wrong_password_is_named_not_shown() {
-    let Some((_dir, redis)) = server(Options {
+    let Some(redis) = server(Options {
         password: Some("s3cret-pw".into()),
         ..Options::default()
     }) else {
@@ -213,7 +210,7 @@ fn auth_and_select_are_sent_and_a_wrong_password_is_named_not_shown() {
 
 #[test]
 fn a_stopped_server_is_an_error_within_the_deadline() {
-    let Some((_dir, redis)) = server(Options::default()) else {
+    let Some(mut redis) = server(Options::default()) else {
         return;
     };
     let url = redis.url("timeout=300");
@@ -242,7 +239,7 @@ fn a_stopped_server_is_an_error_within_the_deadline() {
 
 #[test]
 fn a_dead_server_is_an_error_at_once() {
-    let Some((_dir, mut redis)) = server(Options::default()) else {
+    let Some(mut redis) = server(Options::default()) else {
         return;
     };
     let url = redis.url("");

@@ -1,7 +1,8 @@
 //! A private `redis-server` for one test: its own config file, data
-//! directory and unix socket inside the test's temporary directory, no TCP
-//! port, stopped (and continued first, if the test stopped it) when
-//! dropped. The system's service, if any, is never touched.
+//! directory and unix socket inside a fresh directory the test gives it, no
+//! TCP port; when dropped, stopped (continued first, if the test stopped
+//! it) and its directory removed. The system's service, if any, is never
+//! touched.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -30,8 +31,9 @@ pub struct Options {
 }
 
 impl RedisServer {
-    /// Starts a server in `dir`, or `None` when `redis-server` is not
-    /// installed (the caller skips, or fails under CI).
+    /// Starts a server in `dir`, a fresh directory that becomes the
+    /// server's, or `None` (and `dir` removed) when `redis-server` is not
+    /// installed: the caller skips, or fails under CI.
     pub fn start(dir: &Path, options: Options) -> Option<RedisServer> {
         if Command::new(REDIS_SERVER)
             .arg("--version")
@@ -39,6 +41,7 @@ impl RedisServer {
             .status()
             .is_err()
         {
+            let _ = std::fs::remove_dir_all(dir);
             return None;
         }
         let socket = dir.join("redis.sock");
@@ -81,12 +84,16 @@ impl RedisServer {
     }
 
     /// SIGSTOP: the server keeps its socket and answers nothing.
-    pub fn freeze(&self) {
-        signal(self.pid(), libc::SIGSTOP);
+    pub fn freeze(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.pid(), libc::SIGSTOP);
+        }
     }
 
-    pub fn thaw(&self) {
-        signal(self.pid(), libc::SIGCONT);
+    pub fn thaw(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            signal(self.pid(), libc::SIGCONT);
+        }
     }
 
     /// SIGKILL: gone without a goodbye, mid-run.
@@ -105,6 +112,11 @@ impl RedisServer {
     }
 
     fn stop(&mut self) {
+        // A server already reaped (`kill`) is not signalled again: its pid
+        // may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         self.thaw();
         signal(self.pid(), libc::SIGTERM);
         let start = Instant::now();
@@ -157,6 +169,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
