@@ -46,6 +46,37 @@ pub fn login_in(passwd: &[u8], uid: u32) -> Option<Vec<u8>> {
     })
 }
 
+/// The group file, read directly for the same reason.
+pub const GROUP: &str = "/etc/group";
+
+/// The account the privileged programs run as, and its group.
+pub const ACCOUNT: &str = "overlimit";
+
+/// The uid of `name` in /etc/passwd.
+pub fn uid_of(name: &[u8]) -> Result<Option<u32>, Internal> {
+    id_of(PASSWD, name)
+}
+
+/// The gid of `name` in /etc/group.
+pub fn gid_of(name: &[u8]) -> Result<Option<u32>, Internal> {
+    id_of(GROUP, name)
+}
+
+fn id_of(file: &str, name: &[u8]) -> Result<Option<u32>, Internal> {
+    let text = std::fs::read(file).map_err(|e| fail("read", Path::new(file), e))?;
+    Ok(id_in(&text, name))
+}
+
+/// The third field of the first line naming `name` (passwd and group alike).
+pub fn id_in(text: &[u8], name: &[u8]) -> Option<u32> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let mut f = line.split(|&b| b == b':');
+        (f.next()? == name).then_some(())?;
+        let _password = f.next()?;
+        std::str::from_utf8(f.next()?).ok()?.parse().ok()
+    })
+}
+
 /// The client a login is counted as unless the administrator maps it:
 /// `LOGIN@localhost`, which no SMTP client shares by accident.
 pub fn default_client(login: &[u8]) -> Vec<u8> {
@@ -68,5 +99,9 @@ mod tests {
         assert_eq!(login_in(text, 1001).as_deref(), Some(&b"web1"[..]));
         assert_eq!(login_in(text, 100), None);
         assert_eq!(login(3_999_999_999).unwrap(), None);
+        assert_eq!(id_in(text, b"web1"), Some(1001));
+        assert_eq!(id_in(text, b"web"), None);
+        assert_eq!(uid_of(b"root").unwrap(), Some(0));
+        assert_eq!(gid_of(b"root").unwrap(), Some(0));
     }
 }

@@ -1,0 +1,173 @@
+//! The privilege model of `overlimit-count`: installed set-user-id and
+//! set-group-id `overlimit`, it becomes that account wholly before it does
+//! anything else, so the calling site can neither signal nor trace the
+//! process that holds counter locks, nor starve it into a torn write.
+//!
+//! A site controls everything it hands to `execve`: descriptors, environment,
+//! resource limits, signal dispositions, a controlling terminal. `enter`
+//! takes each back: descriptors 0-2 open, the caller's uid gone from the
+//! real, effective and saved ids (the kernel then refuses the caller's
+//! signals and ptrace), the terminal's signals ignored, a fixed environment,
+//! soft limits raised to the hard ones and the hard ones checked. When the
+//! set-id bits are not in effect (never installed, a `nosuid` mount,
+//! `no_new_privs`, a tracer) it refuses, naming the fix: counting as the
+//! caller would let the caller stop the counter while it holds a lock.
+
+use super::identity::{self, ACCOUNT};
+
+/// The only environment the program and its children get.
+pub const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Who called, from the ids the process had at start.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Resource limits checked after raising the soft limits: each hard limit
+/// must allow at least this much (a message of 32 MiB held twice, a few
+/// counter files, a child to start).
+const NEEDED: [(libc::__rlimit_resource_t, &str, u64); 6] = [
+    (libc::RLIMIT_FSIZE, "RLIMIT_FSIZE", 64 << 20),
+    (libc::RLIMIT_NOFILE, "RLIMIT_NOFILE", 64),
+    (libc::RLIMIT_AS, "RLIMIT_AS", 512 << 20),
+    (libc::RLIMIT_DATA, "RLIMIT_DATA", 512 << 20),
+    (libc::RLIMIT_STACK, "RLIMIT_STACK", 1 << 20),
+    (libc::RLIMIT_NPROC, "RLIMIT_NPROC", 2),
+];
+
+/// CPU seconds the program may still need: counting, and waiting on a child
+/// costs none, so a few seconds are plenty.
+const CPU_SECONDS: u64 = 10;
+
+/// Becomes the `overlimit` account for good. `Err` is the log line: what is
+/// wrong and how to fix it.
+pub fn enter() -> Result<Caller, String> {
+    open_standard_descriptors();
+    // SAFETY: the get*id calls have no preconditions and cannot fail.
+    let (uid, gid, euid, egid) =
+        unsafe { (libc::getuid(), libc::getgid(), libc::geteuid(), libc::getegid()) };
+    let account = ACCOUNT.as_bytes();
+    let want_uid = identity::uid_of(account).map_err(|e| e.to_string())?;
+    let want_gid = identity::gid_of(account).map_err(|e| e.to_string())?;
+    let (Some(want_uid), Some(want_gid)) = (want_uid, want_gid) else {
+        return Err(format!(
+            "no account or group {ACCOUNT} in {} and {}: run make install as root",
+            identity::PASSWD,
+            identity::GROUP
+        ));
+    };
+    if (euid, egid) != (want_uid, want_gid) {
+        return Err(format!(
+            "not running as {ACCOUNT} (euid {euid}, egid {egid}; {ACCOUNT} is \
+             {want_uid}:{want_gid}): the set-user-id and set-group-id bits are missing \
+             or not in effect (mode 6755 owner {ACCOUNT}:{ACCOUNT}, no nosuid mount, \
+             no no_new_privs, no tracer); run make install as root"
+        ));
+    }
+    drop_caller_ids(want_uid, want_gid)?;
+    ignore_terminal_signals();
+    // SAFETY: single-threaded here; nothing holds pointers into the
+    // environment. The umask keeps counters writable by group overlimit,
+    // which the SMTP plug-in writes them through.
+    unsafe {
+        libc::clearenv();
+        libc::umask(0o007);
+    }
+    std::env::set_var("PATH", PATH);
+    raise_limits()?;
+    Ok(Caller { uid, gid })
+}
+
+/// Descriptors 0-2 open on /dev/null where closed: else a counter opened
+/// later could become stderr, and a diagnostic would land in it.
+fn open_standard_descriptors() {
+    for fd in 0..3 {
+        // SAFETY: fcntl and open on descriptor numbers and a literal path;
+        // open returns the lowest free descriptor, which is `fd`.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+}
+
+/// Real, effective and saved ids all `overlimit`: the kernel lets a process
+/// signal or trace another only when its ids match one of these.
+fn drop_caller_ids(uid: u32, gid: u32) -> Result<(), String> {
+    // SAFETY: plain system calls on integers; results checked below. Group
+    // first: once the uid is gone the process could no longer change it.
+    let ok = unsafe {
+        libc::setresgid(gid, gid, gid) == 0
+            && libc::setresuid(uid, uid, uid) == 0
+            && libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    };
+    let (mut r, mut e, mut s) = (0, 0, 0);
+    // SAFETY: getresuid writes three integers we own.
+    unsafe { libc::getresuid(&mut r, &mut e, &mut s) };
+    if !ok || (r, e, s) != (uid, uid, uid) {
+        let err = std::io::Error::last_os_error();
+        return Err(format!("cannot become {ACCOUNT} wholly: {err}"));
+    }
+    Ok(())
+}
+
+/// Signals a terminal sends whoever owns it, whatever the uid: a site that
+/// runs the program on a pty could stop it from the keyboard otherwise.
+fn ignore_terminal_signals() {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+    ] {
+        // SAFETY: SIG_IGN is a valid disposition for each of these.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// Soft limits up to the hard ones; a hard limit below what the program
+/// needs refuses the mail rather than fail half-way through a write.
+fn raise_limits() -> Result<(), String> {
+    for (resource, name, needed) in NEEDED.iter().copied().chain([(
+        libc::RLIMIT_CPU,
+        "RLIMIT_CPU",
+        cpu_used() + CPU_SECONDS,
+    )]) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: get/setrlimit with a struct we own.
+        unsafe {
+            if libc::getrlimit(resource, &mut lim) != 0 {
+                continue;
+            }
+            if lim.rlim_cur != lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(resource, &lim);
+            }
+        }
+        if lim.rlim_max != libc::RLIM_INFINITY && lim.rlim_max < needed {
+            return Err(format!(
+                "{name} is {} (hard limit), below the {needed} this program needs: \
+                 the caller lowered it",
+                lim.rlim_max
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// CPU seconds this process has used (an exec keeps the count).
+fn cpu_used() -> u64 {
+    // SAFETY: getrusage writes a struct we own.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    (u.ru_utime.tv_sec + u.ru_stime.tv_sec + 1).max(0) as u64
+}
