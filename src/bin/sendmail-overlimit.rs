@@ -66,7 +66,7 @@ fn run() -> i32 {
         Ok(m) => m,
         Err((code, why)) => return refuse(code, &format!("{why}; nothing sent")),
     };
-    let recipients = match recipients(&args, &message) {
+    let recipients = match args.resolve(&message) {
         Ok(r) => r,
         Err(why) => return refuse(PERMFAIL, &format!("{why}; nothing sent")),
     };
@@ -99,30 +99,6 @@ fn run() -> i32 {
     };
     let e = cmd.stdin(file).exec();
     refuse(TEMPFAIL, &format!("cannot run {COUNTER}: {e}; nothing sent"))
-}
-
-/// Every recipient, each one plain address, in order, without repeats: the
-/// arguments (a list each, as sendmail reads `a@x, b@y`) and with `-t` the
-/// header's.
-fn recipients(args: &Args, message: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let mut out: Vec<Vec<u8>> = Vec::new();
-    for arg in &args.recipients {
-        if arg.trim_ascii().is_empty() {
-            return Err("an empty recipient argument".into());
-        }
-        let found = address::list(arg)
-            .map_err(|e| format!("recipient argument \"{}\": {e}", printable(arg)))?;
-        out.extend(found);
-    }
-    if args.from_header {
-        out.extend(message::recipients(message)?);
-    }
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|a| seen.insert(a.clone()));
-    if out.is_empty() {
-        return Err("no recipients".into());
-    }
-    Ok(out)
 }
 
 /// `-f`/`-r` as given (empty is `<>`), else `--sender`, else the login.

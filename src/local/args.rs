@@ -7,6 +7,7 @@
 //! other flag or mode is refused by name, since a flag the wrapper does not
 //! understand is one whose effect on the recipients it cannot count.
 
+use crate::client::printable;
 use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::ffi::OsStringExt;
@@ -54,6 +55,32 @@ impl fmt::Display for ArgError {
             ),
             ArgError::Unsupported(o) => write!(f, "{o} is not supported"),
         }
+    }
+}
+
+impl Args {
+    /// Every recipient, each one plain address, in order, without repeats: the
+    /// arguments (a list each, as sendmail reads `a@x, b@y`) and with `-t` the
+    /// header's.
+    pub fn resolve(&self, message: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for arg in &self.recipients {
+            if arg.trim_ascii().is_empty() {
+                return Err("an empty recipient argument".into());
+            }
+            let found = super::address::list(arg)
+                .map_err(|e| format!("recipient argument \"{}\": {e}", printable(arg)))?;
+            out.extend(found);
+        }
+        if self.from_header {
+            out.extend(super::message::recipients(message)?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|a| seen.insert(a.clone()));
+        if out.is_empty() {
+            return Err("no recipients".into());
+        }
+        Ok(out)
     }
 }
 
