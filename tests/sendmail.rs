@@ -237,3 +237,104 @@ control/overlimit-uncounted root:root 644
     let uncounted = std::fs::read_to_string(j.path(&format!("{QMAILDIR}/control/overlimit-uncounted"))).unwrap();
     assert_eq!(uncounted, "qmaild\nqmailq\n");
 }
+
+/// Holds the exclusive lock of a counter in the jail, as a sweep would.
+fn hold_lock(j: &Jail, counter: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(j.path(&format!("{QMAILDIR}/overlimit/{counter}"))).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    f
+}
+
+#[test]
+fn a_site_cannot_signal_trace_or_limit_the_counter_while_it_holds_a_lock() {
+    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(0));
+    let before = j.counter("site1@localhost").unwrap();
+    let lock = hold_lock(&j, "site1@localhost");
+    // The site starts its own mail, waits until overlimit-count runs (its
+    // uid changed), then attacks it while it waits for the lock.
+    let script = format!(
+        "{QMAILDIR}/bin/sendmail-overlimit -i a@x </dev/null 2>/dev/null & p=$!
+until grep -q '^Uid:.*{overlimit}' /proc/$p/status 2>/dev/null; do sleep 0.01; done
+kill -STOP $p 2>/dev/null; echo stop=$?
+kill -KILL $p 2>/dev/null; echo kill=$?
+kill -TERM $p 2>/dev/null; echo term=$?
+prlimit --pid $p --fsize=0:0 2>/dev/null; echo prlimit=$?
+strace -o /dev/null -p $p 2>/dev/null; echo strace=$?
+cat /proc/$p/environ >/dev/null 2>&1; echo environ=$?
+wait $p; echo exit=$?",
+        overlimit = uid("overlimit")
+    );
+    let mut c = j.as_user(SITE, &[]);
+    c.args(["sh", "-c", &script]);
+    let d = j.feed(c, b"");
+    drop(lock);
+    assert_eq!(
+        d.stdout,
+        "stop=1\nkill=1\nterm=1\nprlimit=1\nstrace=1\nenviron=1\nexit=111\n",
+        "{d:?}"
+    );
+    // The lock deadline passed: refused, the counter as it was, nothing sent.
+    assert_eq!(j.counter("site1@localhost").unwrap(), before);
+    assert_eq!(j.delivered_recipients(), 1);
+    assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(0));
+    assert_eq!(j.total("site1@localhost"), Some(2));
+}
+
+#[test]
+fn a_site_cannot_start_the_counter_with_limits_that_would_tear_a_write() {
+    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    for (limit, named) in [
+        ("--fsize=4096:4096", "RLIMIT_FSIZE"),
+        ("--nofile=16:16", "RLIMIT_NOFILE"),
+        ("--cpu=2:2", "RLIMIT_CPU"),
+        ("--as=300000000:300000000", "RLIMIT_AS"),
+        ("--stack=65536:65536", "RLIMIT_STACK"),
+    ] {
+        let mut c = j.as_user(SITE, &[]);
+        c.args(["prlimit", limit, &format!("{QMAILDIR}/bin/sendmail-overlimit"), "a@x"]);
+        let d = j.feed(c, b"Subject: s\n\nx\n");
+        assert_eq!(d.code, Some(111), "{limit}: {d:?}");
+        assert!(d.stderr.contains(named) && d.stderr.contains("mail refused"), "{limit}: {d:?}");
+    }
+    // Soft limits alone are raised back to the hard ones.
+    let mut c = j.as_user(SITE, &[]);
+    c.args(["prlimit", "--fsize=1:", "--nofile=4:", &format!("{QMAILDIR}/bin/sendmail-overlimit"), "a@x"]);
+    let d = j.feed(c, b"Subject: s\n\nx\n");
+    assert_eq!(d.code, Some(0), "{d:?}");
+    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (1, Some(1)));
+}
+
+#[test]
+fn without_its_privilege_in_effect_the_counter_refuses_naming_the_fix() {
+    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let bin = format!("{QMAILDIR}/bin");
+    let refused = |d: &jail::Done, how: &str| {
+        assert_eq!(d.code, Some(111), "{how}: {d:?}");
+        assert!(d.stderr.contains("set-user-id") && d.stderr.contains("run make install as root"), "{how}: {d:?}");
+    };
+    // no_new_privs, as a container or systemd's NoNewPrivileges sets it.
+    let d = j.feed(
+        {
+            let mut c = j.as_user(SITE, &["--no-new-privs"]);
+            c.args([&format!("{bin}/sendmail-overlimit"), "a@x"]);
+            c
+        },
+        b"\n",
+    );
+    refused(&d, "no_new_privs");
+    // Traced: the kernel runs a set-id program without its ids.
+    let mut c = j.as_user(SITE, &[]);
+    c.args(["strace", "-f", "-o", "/dev/null", &format!("{bin}/sendmail-overlimit"), "a@x"]);
+    refused(&j.feed(c, b"\n"), "strace");
+    // A nosuid mount of the bin directory.
+    assert!(j.root(&format!("mount --bind {bin} {bin} && mount -o remount,bind,nosuid {bin}")).status.success());
+    refused(&j.sendmail(SITE, &["a@x"], b"\n"), "nosuid");
+    assert!(j.root(&format!("umount {bin}")).status.success());
+    // Installed without the bits (chmod, or a copy by a packager).
+    assert!(j.root(&format!("chmod 755 {bin}/overlimit-count")).status.success());
+    refused(&j.sendmail(SITE, &["a@x"], b"\n"), "no set-id bits");
+    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (0, None));
+}

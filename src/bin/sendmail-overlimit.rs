@@ -17,7 +17,7 @@
 
 use overlimit::client::printable;
 use overlimit::local::args::{self, Args};
-use overlimit::local::{address, identity, memory_file, message, read_message, syslog};
+use overlimit::local::{address, identity, memory_file, message, privilege, read_message, syslog};
 use overlimit::local::{COUNTER, PERMFAIL, TEMPFAIL};
 use overlimit::log;
 use std::ffi::{CStr, OsStr};
@@ -50,6 +50,7 @@ fn main() {
 }
 
 fn run() -> i32 {
+    privilege::raise_soft_limits();
     let args = match args::parse(std::env::args_os().skip(1)) {
         Ok(a) => a,
         Err(e) => return refuse(PERMFAIL, &format!("{e}; nothing sent")),

@@ -134,34 +134,46 @@ fn ignore_terminal_signals() {
 /// Soft limits up to the hard ones; a hard limit below what the program
 /// needs refuses the mail rather than fail half-way through a write.
 fn raise_limits() -> Result<(), String> {
-    for (resource, name, needed) in NEEDED.iter().copied().chain([(
-        libc::RLIMIT_CPU,
-        "RLIMIT_CPU",
-        cpu_used() + CPU_SECONDS,
-    )]) {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: get/setrlimit with a struct we own.
-        unsafe {
-            if libc::getrlimit(resource, &mut lim) != 0 {
-                continue;
-            }
-            if lim.rlim_cur != lim.rlim_max {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(resource, &lim);
-            }
-        }
-        if lim.rlim_max != libc::RLIM_INFINITY && lim.rlim_max < needed {
+    let cpu = (libc::RLIMIT_CPU, "RLIMIT_CPU", cpu_used() + CPU_SECONDS);
+    for (resource, name, needed) in NEEDED.iter().copied().chain([cpu]) {
+        let Some(hard) = raise_soft_limit(resource) else { continue };
+        if hard != libc::RLIM_INFINITY && hard < needed {
             return Err(format!(
-                "{name} is {} (hard limit), below the {needed} this program needs: \
-                 the caller lowered it",
-                lim.rlim_max
+                "{name} is {hard} (hard limit), below the {needed} this program needs: \
+                 the caller lowered it"
             ));
         }
     }
     Ok(())
+}
+
+/// Every soft limit the program depends on raised to its hard limit: what an
+/// unprivileged caller may do for itself, so a low soft limit set by a site
+/// cannot kill the wrapper half-way (SIGXFSZ on the message buffer).
+pub fn raise_soft_limits() {
+    for (resource, _, _) in NEEDED {
+        raise_soft_limit(resource);
+    }
+    raise_soft_limit(libc::RLIMIT_CPU);
+}
+
+/// Raises one soft limit to the hard one; the hard limit, if readable.
+fn raise_soft_limit(resource: libc::__rlimit_resource_t) -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit with a struct we own.
+    unsafe {
+        if libc::getrlimit(resource, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur != lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(resource, &lim);
+        }
+    }
+    Some(lim.rlim_max)
 }
 
 /// CPU seconds this process has used (an exec keeps the count).
