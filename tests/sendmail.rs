@@ -338,3 +338,24 @@ fn without_its_privilege_in_effect_the_counter_refuses_naming_the_fix() {
     refused(&j.sendmail(SITE, &["a@x"], b"\n"), "no set-id bits");
     assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (0, None));
 }
+
+#[test]
+fn the_install_check_names_what_is_broken() {
+    let Some(j) = Jail::or_skip() else { return };
+    let findings = || {
+        let program = std::path::Path::new(jail::COUNT).parent().unwrap().join("examples/install-findings");
+        assert!(program.exists(), "{} is missing (cargo test builds the examples)", program.display());
+        let out = j.command().arg(program).output().unwrap();
+        assert!(out.status.success(), "{}", jail::text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(findings(), "");
+    let bin = format!("{QMAILDIR}/bin");
+    assert!(j.root(&format!("chmod 755 {bin}/overlimit-count; chmod 777 {QMAILDIR}/overlimit")).status.success());
+    assert!(j.root(&format!("mount --bind {bin} {bin} && mount -o remount,bind,nosuid {bin}")).status.success());
+    j.control("overlimit-sendmail", "relative/path\n");
+    let f = findings();
+    assert_eq!(f.lines().count(), 4, "{f}");
+    assert!(f.contains("overlimit-count: owner") && f.contains("mode 755, should be"), "{f}");
+    assert!(f.contains("mode 2777") && f.contains("nosuid") && f.contains("absolute path"), "{f}");
+}

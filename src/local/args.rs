@@ -276,3 +276,97 @@ mod tests {
         assert!(ArgError::Unsupported("--sendmail".into()).to_string().contains("administrator"));
     }
 }
+
+/// The invariant of counting by construction, on generated argument lists
+/// and headers: whatever the wrapper resolves is a list of plain addresses,
+/// each of which an MTA reads as exactly one recipient, none twice; so the
+/// number counted (the list's length) is the number handed on.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ARGS: &[&str] = &[
+        "-t", "-i", "-oi", "-f", "-fme@x", "-r", "-F", "Web Site", "-Jf", "-E", "--", "", "-",
+        "-tif", "-bm", "-bs", "-v", "-U", "-odb", "--client", "n@x", "--sender", "--stamp",
+        "a@x", "b@y.example", "a@x, b@y", "\"q, r\"@x", "x\\\",v@y", "<c@z>", "G: d@w;",
+        "a@x b@y", "(c) e@v", "-x@y", "u@[192.0.2.1]", "=?utf-8?q?x?= <f@g>",
+    ];
+    const VALUES: &[&str] = &[
+        "a@x", " b@y.example", "\"Doe, J\" <j@y>", "(comment, k@z) l@z", "\\\"", "\"", "(",
+        ")", "<", ">", ",", ";", ":", "G:", "@", "[x]", "m@[IPv6:2001:db8::1]", "n@x\0o@y",
+        "<@r:p@q>", "=?utf-8?b?QUJD?=", "v1@victim v2@victim", "undisclosed-recipients:;",
+    ];
+    const NAMES: &[&str] = &["To", "Cc", "Bcc", "Resent-To", "Resent-Bcc", "Apparently-To", "Subject", "X"];
+
+    fn header() -> impl Strategy<Value = Vec<u8>> {
+        let field = (0..NAMES.len(), prop::collection::vec(0..VALUES.len(), 0..5), any::<bool>(), any::<bool>());
+        prop::collection::vec(field, 0..6).prop_map(|fields| {
+            let mut m = Vec::new();
+            for (name, values, fold, crlf) in fields {
+                let end: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+                m.extend_from_slice(NAMES[name].as_bytes());
+                m.extend_from_slice(b": ");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        m.extend_from_slice(if fold { b",\r\n\t" } else { b", " });
+                    }
+                    m.extend_from_slice(VALUES[*v].as_bytes());
+                }
+                m.extend_from_slice(end);
+            }
+            m.extend_from_slice(b"\nbody To: z@z\n");
+            m
+        })
+    }
+
+    /// What an MTA could split an argument at, or read as an option.
+    fn one_recipient_to_any_mta(a: &[u8]) -> bool {
+        !a.is_empty()
+            && a[0] != b'-'
+            && !a.iter().any(|b| b",; <>()\"\\\t\r\n\0".contains(b) || *b >= 0x80)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+        ))]
+
+        #[test]
+        fn every_recipient_handed_on_is_counted_once(
+            argv in prop::collection::vec(0..ARGS.len(), 0..10),
+            message in header(),
+        ) {
+            let argv: Vec<OsString> = argv.iter().map(|&i| OsString::from(ARGS[i])).collect();
+            let Ok(args) = parse(argv.clone()) else { return Ok(()) };
+            let Ok(list) = args.resolve(&message) else { return Ok(()) };
+            let mut seen = std::collections::HashSet::new();
+            for a in &list {
+                prop_assert!(super::super::address::atomic(a), "{argv:?}: {a:?}");
+                prop_assert!(one_recipient_to_any_mta(a), "{argv:?}: {a:?}");
+                prop_assert!(seen.insert(a.clone()), "{argv:?}: {a:?} twice");
+            }
+            // The recipients overlimit-count gets are the arguments after
+            // `--`, and read back as exactly that many.
+            let mut handed: Vec<OsString> = vec!["-i".into(), "-f".into(), "s@x".into(), "--".into()];
+            handed.extend(list.iter().map(|a| OsString::from_vec(a.clone())));
+            let back = parse(handed).unwrap();
+            prop_assert_eq!(&back.recipients, &list);
+        }
+
+        #[test]
+        fn folding_never_changes_the_recipients(message in header()) {
+            let unfolded: Vec<u8> = String::from_utf8_lossy(&message).replace(",\r\n\t", ", ").into_bytes();
+            let a = super::super::message::recipients(&message);
+            let b = super::super::message::recipients(&unfolded);
+            prop_assert_eq!(a.ok(), b.ok());
+        }
+
+        #[test]
+        fn any_bytes_parse_or_fail_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+            if let Ok(list) = super::super::address::list(&bytes) {
+                prop_assert!(list.iter().all(|a| one_recipient_to_any_mta(a)));
+            }
+        }
+    }
+}

@@ -31,6 +31,8 @@ pub const COUNTER: &str = crate::home_path!("bin/overlimit-count");
 pub const UNCOUNTED: &str = crate::home_path!("control/overlimit-uncounted");
 /// The original qmail-queue, once the front is swapped in.
 pub const QUEUE_ORIG: &str = crate::home_path!("bin/qmail-queue.orig");
+/// The front as `make install` puts it, before it is swapped in.
+pub const FRONT: &str = crate::home_path!("bin/qmail-queue-overlimit");
 /// The front itself, where qmail's programs run it.
 pub const QUEUE: &str = crate::home_path!("bin/qmail-queue");
 
