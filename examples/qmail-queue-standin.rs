@@ -12,7 +12,8 @@ use std::os::fd::FromRawFd;
 fn main() {
     let mut message = Vec::new();
     // SAFETY: fds 0 and 1 are ours for the life of the process.
-    let (mut fd0, mut fd1) = unsafe { (std::fs::File::from_raw_fd(0), std::fs::File::from_raw_fd(1)) };
+    let (mut fd0, mut fd1) =
+        unsafe { (std::fs::File::from_raw_fd(0), std::fs::File::from_raw_fd(1)) };
     if fd0.read_to_end(&mut message).is_err() {
         std::process::exit(54);
     }

@@ -109,7 +109,10 @@ pub fn now() -> u64 {
 mod tests {
     #[test]
     fn every_default_path_derives_from_the_home() {
-        assert_eq!(super::DEFAULT_CONTROL, format!("{}/control/relaylimits", super::QMAILDIR));
+        assert_eq!(
+            super::DEFAULT_CONTROL,
+            format!("{}/control/relaylimits", super::QMAILDIR)
+        );
         assert_eq!(super::DEFAULT_DIR, format!("{}/overlimit", super::QMAILDIR));
         assert_eq!(super::BIN, format!("{}/bin", super::QMAILDIR));
     }

@@ -71,7 +71,8 @@ impl Postfix {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let root = std::env::temp_dir().join(format!("overlimit-postfix-{}-{n}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("overlimit-postfix-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for d in ["etc", "queue", "data", "spool"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
@@ -105,11 +106,23 @@ authorized_submit_users = root, overlimit
         std::fs::write(pf.root.join("etc/master.cf"), MASTER_CF).unwrap();
         // Postfix wants its data directory for itself; local delivery writes
         // mailboxes as each recipient.
-        let chown = Command::new("chown").arg("postfix").arg(pf.root.join("data")).status().unwrap();
+        let chown = Command::new("chown")
+            .arg("postfix")
+            .arg(pf.root.join("data"))
+            .status()
+            .unwrap();
         assert!(chown.success(), "chown postfix failed");
-        std::fs::set_permissions(pf.root.join("spool"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::set_permissions(
+            pf.root.join("spool"),
+            std::fs::Permissions::from_mode(0o1777),
+        )
+        .unwrap();
         let out = pf.postfix(&["start"]);
-        assert!(out.status.success(), "postfix start: {}", pf.diagnostics(&out));
+        assert!(
+            out.status.success(),
+            "postfix start: {}",
+            pf.diagnostics(&out)
+        );
         pf
     }
 
@@ -186,7 +199,10 @@ authorized_submit_users = root, overlimit
         let started = Instant::now();
         loop {
             let q = self.queued_by(uid);
-            if q.len() >= messages && q.iter().all(|&n| n > 0) && self.queue().contains("Mail queue is empty") {
+            if q.len() >= messages
+                && q.iter().all(|&n| n > 0)
+                && self.queue().contains("Mail queue is empty")
+            {
                 return q;
             }
             assert!(
@@ -309,21 +325,30 @@ fn corpus() -> Vec<Case> {
     ];
     v.push(env);
     // 10,000 recipients in one field.
-    let many: Vec<String> = (0..10_000).map(|i| format!("u{i}@victim.example")).collect();
-    v.push(case(&["-t", "-i"], &format!("To: {}\n\nmany\n", many.join(",\n ")), Some(10_000)));
+    let many: Vec<String> = (0..10_000)
+        .map(|i| format!("u{i}@victim.example"))
+        .collect();
+    v.push(case(
+        &["-t", "-i"],
+        &format!("To: {}\n\nmany\n", many.join(",\n ")),
+        Some(10_000),
+    ));
     v
 }
 
 #[test]
 fn every_recipient_postfix_queues_from_the_hostile_corpus_was_counted() {
-    let Some((pf, j)) = setup("*@localhost:100000\n") else { return };
+    let Some((pf, j)) = setup("*@localhost:100000\n") else {
+        return;
+    };
     let (mut expected, mut messages) = (0, 0);
     for c in corpus() {
         let mut cmd = j.as_user("site1", &[]);
         for (k, v) in &c.env {
             cmd.env(k, v);
         }
-        cmd.arg(format!("{QMAILDIR}/bin/sendmail-overlimit")).args(&c.args);
+        cmd.arg(format!("{QMAILDIR}/bin/sendmail-overlimit"))
+            .args(&c.args);
         let d = j.feed(cmd, &c.message);
         match c.reaches {
             Some(n) => {
@@ -337,16 +362,28 @@ fn every_recipient_postfix_queues_from_the_hostile_corpus_was_counted() {
     let queued = pf.settle(uid("overlimit"), messages);
     let counted = j.total("site1@localhost").unwrap();
     let total: u64 = queued.iter().sum();
-    assert_eq!((queued.len(), total, counted), (messages, expected, expected), "{queued:?}");
+    assert_eq!(
+        (queued.len(), total, counted),
+        (messages, expected, expected),
+        "{queued:?}"
+    );
     let nobody = pf.mailbox("nobody");
-    assert!(nobody.contains("token-bcc") && !nobody.contains("Bcc:"), "{nobody}");
-    assert!(nobody.contains(&format!("X-Overlimit-Client: site1@localhost (uid {})", uid("site1"))));
+    assert!(
+        nobody.contains("token-bcc") && !nobody.contains("Bcc:"),
+        "{nobody}"
+    );
+    assert!(nobody.contains(&format!(
+        "X-Overlimit-Client: site1@localhost (uid {})",
+        uid("site1")
+    )));
     assert!(pf.log().contains("from=<>"), "the null sender was not kept");
 }
 
 #[test]
 fn a_site_cannot_bypass_the_wrapper_through_postfixs_own_programs() {
-    let Some((pf, j)) = setup("*@localhost:1\n") else { return };
+    let Some((pf, j)) = setup("*@localhost:1\n") else {
+        return;
+    };
     for program in [
         vec!["/usr/sbin/sendmail", "-i", "nobody@localhost"],
         vec!["/usr/sbin/sendmail", "-t"],
@@ -356,11 +393,21 @@ fn a_site_cannot_bypass_the_wrapper_through_postfixs_own_programs() {
         c.args(&program);
         let d = j.feed(c, b"To: nobody@localhost\n\nbypass\n");
         assert_ne!(d.code, Some(0), "{program:?}: {d:?}");
-        assert!(d.stderr.contains("not allowed to submit"), "{program:?}: {d:?}");
+        assert!(
+            d.stderr.contains("not allowed to submit"),
+            "{program:?}: {d:?}"
+        );
     }
     // The wrapper goes through, to its limit, and stops there.
-    assert_eq!(j.sendmail("site1", &["nobody@localhost"], b"\ncounted\n").code, Some(0));
-    assert_eq!(j.sendmail("site1", &["nobody@localhost"], b"\nover\n").code, Some(111));
+    assert_eq!(
+        j.sendmail("site1", &["nobody@localhost"], b"\ncounted\n")
+            .code,
+        Some(0)
+    );
+    assert_eq!(
+        j.sendmail("site1", &["nobody@localhost"], b"\nover\n").code,
+        Some(111)
+    );
     assert_eq!(pf.settle(uid("overlimit"), 1), [1]);
     assert_eq!(pf.delivered("nobody"), 1);
     assert!(!pf.mailbox("nobody").contains("bypass"));
@@ -369,12 +416,17 @@ fn a_site_cannot_bypass_the_wrapper_through_postfixs_own_programs() {
 
 #[test]
 fn a_site_and_an_smtp_user_sharing_one_name_stop_at_one_limit() {
-    let Some((pf, j)) = setup("info@example.com:4\n") else { return };
+    let Some((pf, j)) = setup("info@example.com:4\n") else {
+        return;
+    };
     j.control("overlimit-senders", "site1:info@example.com\n");
     let smtp = || {
         Command::new(PLUGIN)
             .env_clear()
-            .env("RELAYLIMITS", j.path(&format!("{QMAILDIR}/control/relaylimits")))
+            .env(
+                "RELAYLIMITS",
+                j.path(&format!("{QMAILDIR}/control/relaylimits")),
+            )
             .env("OVERLIMITDIR", j.path(&format!("{QMAILDIR}/overlimit")))
             .env("RELAYCLIENT", "")
             .env("SMTPAUTHUSER", "info@example.com")
@@ -387,13 +439,21 @@ fn a_site_and_an_smtp_user_sharing_one_name_stop_at_one_limit() {
             .code()
     };
     assert_eq!((smtp(), smtp()), (Some(112), Some(112)));
-    let d = j.sendmail("site1", &["-t", "-i"], b"To: nobody@localhost, root@localhost\n\nshared\n");
+    let d = j.sendmail(
+        "site1",
+        &["-t", "-i"],
+        b"To: nobody@localhost, root@localhost\n\nshared\n",
+    );
     assert_eq!((d.code, d.stderr.as_str()), (Some(0), ""), "{d:?}");
     assert_eq!(smtp(), Some(113));
     let d = j.sendmail("site1", &["nobody@localhost"], b"\nlate\n");
     assert_eq!(d.code, Some(111), "{d:?}");
     // Shared with an SMTP user: the site is not told its count.
-    assert!(d.stderr.contains("refused info@example.com: shared limit reached"), "{d:?}");
+    assert!(
+        d.stderr
+            .contains("refused info@example.com: shared limit reached"),
+        "{d:?}"
+    );
     assert_eq!(pf.settle(uid("overlimit"), 1), [2]);
     assert!(pf.mailbox("nobody").contains("shared") && !pf.mailbox("nobody").contains("late"));
 }

@@ -17,7 +17,10 @@ const SITE: &str = "site1";
 fn front() -> Option<Jail> {
     let j = Jail::or_skip()?;
     j.control("relaylimits", "*@localhost:5\n");
-    let out = j.root(&format!("make -s -C {} queue-front-on QMAILDIR={QMAILDIR}", env!("CARGO_MANIFEST_DIR")));
+    let out = j.root(&format!(
+        "make -s -C {} queue-front-on QMAILDIR={QMAILDIR}",
+        env!("CARGO_MANIFEST_DIR")
+    ));
     assert!(out.status.success(), "queue-front-on: {}", jail::text(&out));
     Some(j)
 }
@@ -71,7 +74,11 @@ fn queued(j: &Jail) -> Vec<(Vec<u8>, Vec<u8>, String)> {
     pids.iter()
         .map(|p| {
             let read = |k: &str| std::fs::read(dir.join(format!("{k}-{p}"))).unwrap();
-            (read("message"), read("envelope"), String::from_utf8(read("uid")).unwrap())
+            (
+                read("message"),
+                read("envelope"),
+                String::from_utf8(read("uid")).unwrap(),
+            )
         })
         .collect()
 }
@@ -97,14 +104,27 @@ fn the_front_counts_and_hands_on_the_same_message_envelope_and_real_uid() {
 fn over_a_limit_nothing_is_queued_71_for_now_31_for_good() {
     let Some(j) = front() else { return };
     let msg = b"Subject: s\n\nx\n";
-    assert_eq!(queue(&j, SITE, &[], msg, &envelope("s", &["a@x", "b@x", "c@x"])).code, Some(0));
+    assert_eq!(
+        queue(&j, SITE, &[], msg, &envelope("s", &["a@x", "b@x", "c@x"])).code,
+        Some(0)
+    );
     let d = queue(&j, SITE, &[], msg, &envelope("s", &["a@x", "b@x", "c@x"]));
     assert_eq!(d.code, Some(71), "{d:?}");
-    assert!(d.stderr.contains("refused site1@localhost: limit 5 reached"), "{d:?}");
+    assert!(
+        d.stderr
+            .contains("refused site1@localhost: limit 5 reached"),
+        "{d:?}"
+    );
     let six = ["a@x", "b@x", "c@x", "d@x", "e@x", "f@x"];
-    assert_eq!(queue(&j, "site2", &[], msg, &envelope("s", &six)).code, Some(31));
+    assert_eq!(
+        queue(&j, "site2", &[], msg, &envelope("s", &six)).code,
+        Some(31)
+    );
     assert_eq!(queued(&j).len(), 1);
-    assert_eq!((j.total("site1@localhost"), j.total("site2@localhost")), (Some(3), Some(0)));
+    assert_eq!(
+        (j.total("site1@localhost"), j.total("site2@localhost")),
+        (Some(3), Some(0))
+    );
 }
 
 #[test]
@@ -135,7 +155,10 @@ fn daemons_and_the_overlimit_account_pass_uncounted() {
     assert_eq!(queued(&j).len(), 2);
     assert_eq!(j.counter("qmaild@localhost"), None);
     // The list is the administrator's: a file anyone may write is refused.
-    assert!(j.root(&format!("chmod 666 {QMAILDIR}/control/overlimit-uncounted")).status.success());
+    assert!(j
+        .root(&format!("chmod 666 {QMAILDIR}/control/overlimit-uncounted"))
+        .status
+        .success());
     let d = queue(&j, "qmaild", &[], msg, &env);
     assert_eq!(d.code, Some(71), "{d:?}");
     assert!(d.stderr.contains("not trusted"), "{d:?}");
@@ -181,9 +204,15 @@ fn a_front_without_its_privilege_or_its_original_refuses() {
     // no_new_privs: the set-group-id bit has no effect.
     let d = queue(&j, SITE, &["--no-new-privs"], msg, &env);
     assert_eq!(d.code, Some(71), "{d:?}");
-    assert!(d.stderr.contains("set-group-id bit is not in effect"), "{d:?}");
+    assert!(
+        d.stderr.contains("set-group-id bit is not in effect"),
+        "{d:?}"
+    );
     // The original missing: refused before counting.
-    assert!(j.root(&format!("chmod 0 {QMAILDIR}/bin/qmail-queue.orig")).status.success());
+    assert!(j
+        .root(&format!("chmod 0 {QMAILDIR}/bin/qmail-queue.orig"))
+        .status
+        .success());
     let d = queue(&j, SITE, &[], msg, &env);
     assert_eq!(d.code, Some(71), "{d:?}");
     assert_eq!(queued(&j).len(), 1);
@@ -201,13 +230,19 @@ fn queue_front_off_puts_the_original_back() {
     assert_eq!(stat("qmail-queue"), "root:overlimit 2711");
     assert_eq!(stat("qmail-queue.orig"), "qmailq:overlimit 4110");
     // Again: still one front, the original kept.
-    let again = j.root(&format!("make -s -C {manifest} queue-front-on QMAILDIR={QMAILDIR}"));
+    let again = j.root(&format!(
+        "make -s -C {manifest} queue-front-on QMAILDIR={QMAILDIR}"
+    ));
     assert!(again.status.success());
     assert_eq!(stat("qmail-queue.orig"), "qmailq:overlimit 4110");
-    let off = j.root(&format!("make -s -C {manifest} queue-front-off QMAILDIR={QMAILDIR}"));
+    let off = j.root(&format!(
+        "make -s -C {manifest} queue-front-off QMAILDIR={QMAILDIR}"
+    ));
     assert!(off.status.success(), "{}", jail::text(&off));
     assert_eq!(stat("qmail-queue"), "qmailq:qmailq 4711");
-    assert!(!jail::exists(&j.path(&format!("{QMAILDIR}/bin/qmail-queue.orig"))));
+    assert!(!jail::exists(
+        &j.path(&format!("{QMAILDIR}/bin/qmail-queue.orig"))
+    ));
     // Uncounted again, as before the swap.
     let d = queue(&j, SITE, &[], b"\n", &envelope("s", &["a@x"]));
     assert_eq!(d.code, Some(0));

@@ -24,11 +24,16 @@ fn jail_with(limits: &str) -> Option<Jail> {
 
 #[test]
 fn php_mail_is_handed_on_as_the_recipients_that_were_counted() {
-    let Some(j) = jail_with("*@localhost:10\n") else { return };
+    let Some(j) = jail_with("*@localhost:10\n") else {
+        return;
+    };
     let d = j.sendmail(
         SITE,
         &["-t", "-i"],
-        &php("a@x.example, \"Doe, J\" <j@y.example>", "Cc: Team: c@z.example;\r\nBcc: hidden@w.example,\r\n more@w.example\r\n"),
+        &php(
+            "a@x.example, \"Doe, J\" <j@y.example>",
+            "Cc: Team: c@z.example;\r\nBcc: hidden@w.example,\r\n more@w.example\r\n",
+        ),
     );
     assert_eq!((d.code, d.stderr.as_str()), (Some(0), ""), "{d:?}");
     let all = j.deliveries();
@@ -36,15 +41,32 @@ fn php_mail_is_handed_on_as_the_recipients_that_were_counted() {
     let sent = &all[0];
     assert_eq!(
         sent.args,
-        ["-i", "-f", "site1", "--", "a@x.example", "j@y.example", "c@z.example", "hidden@w.example", "more@w.example"]
+        [
+            "-i",
+            "-f",
+            "site1",
+            "--",
+            "a@x.example",
+            "j@y.example",
+            "c@z.example",
+            "hidden@w.example",
+            "more@w.example"
+        ]
     );
     assert_eq!(j.total("site1@localhost"), Some(5));
     // Run as overlimit, the caller's ids gone; the caller's login for qmail-inject.
     assert_eq!(sent.uid, uid("overlimit").to_string());
-    assert!(sent.env.contains("USER=site1\n") && sent.env.contains("LOGNAME=site1\n"), "{}", sent.env);
+    assert!(
+        sent.env.contains("USER=site1\n") && sent.env.contains("LOGNAME=site1\n"),
+        "{}",
+        sent.env
+    );
     let msg = String::from_utf8_lossy(&sent.message);
     assert!(
-        msg.starts_with(&format!("X-Overlimit-Client: site1@localhost (uid {})\r\nTo: a@x.example", uid(SITE))),
+        msg.starts_with(&format!(
+            "X-Overlimit-Client: site1@localhost (uid {})\r\nTo: a@x.example",
+            uid(SITE)
+        )),
         "{msg}"
     );
     assert!(!msg.contains("Bcc") && !msg.contains("more@"), "{msg}");
@@ -52,27 +74,65 @@ fn php_mail_is_handed_on_as_the_recipients_that_were_counted() {
 
 #[test]
 fn a_limit_refuses_the_whole_message_and_nothing_reaches_the_deliverer() {
-    let Some(j) = jail_with("*@localhost:5\n") else { return };
+    let Some(j) = jail_with("*@localhost:5\n") else {
+        return;
+    };
     let d = j.sendmail(SITE, &["-i", "a@x", "b@x", "c@x"], b"Subject: one\n\nx\n");
     assert_eq!(d.code, Some(0), "{d:?}");
     let d = j.sendmail(SITE, &["-i", "a@x", "b@x", "c@x"], b"Subject: two\n\nx\n");
     assert_eq!(d.code, Some(111), "{d:?}");
-    assert!(d.stderr.contains("refused site1@localhost: limit 5 reached (3 counted, 3 asked"), "{d:?}");
+    assert!(
+        d.stderr
+            .contains("refused site1@localhost: limit 5 reached (3 counted, 3 asked"),
+        "{d:?}"
+    );
     let d = j.sendmail(SITE, &["a@x", "b@x", "c@x", "d@x", "e@x", "f@x"], b"\n");
     assert_eq!(d.code, Some(100), "{d:?}");
-    assert!(d.stderr.contains("limit 5 is below the message's 6 recipients"), "{d:?}");
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (3, Some(3)));
+    assert!(
+        d.stderr
+            .contains("limit 5 is below the message's 6 recipients"),
+        "{d:?}"
+    );
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (3, Some(3))
+    );
 }
 
 #[test]
 fn the_issues_three_holes_are_closed() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     let refused = [
         // Headers read two ways: a backslash outside quotes, words without commas.
-        (vec!["-t", "-i"], php("x\\\", v1@victim.example, v2@victim.example, \"q\"(\")g:;", "")),
-        (vec!["-t", "-i"], php("v1@victim.example v2@victim.example v3@victim.example [x] <a@x.example>", "")),
+        (
+            vec!["-t", "-i"],
+            php(
+                "x\\\", v1@victim.example, v2@victim.example, \"q\"(\")g:;",
+                "",
+            ),
+        ),
+        (
+            vec!["-t", "-i"],
+            php(
+                "v1@victim.example v2@victim.example v3@victim.example [x] <a@x.example>",
+                "",
+            ),
+        ),
         // Flags after the first recipient are recipients, and not addresses.
-        (vec!["-t", "-i", "", "-f", "v1@victim.example", "-f", "v2@victim.example"], php("a@x", "")),
+        (
+            vec![
+                "-t",
+                "-i",
+                "",
+                "-f",
+                "v1@victim.example",
+                "-f",
+                "v2@victim.example",
+            ],
+            php("a@x", ""),
+        ),
         (vec!["-i", "a@x", "-f", "v1@victim.example"], php("a@x", "")),
         // The caller cannot pick the deliverer.
         (vec!["--sendmail", "/tmp/evil.sh", "-t"], php("a@x", "")),
@@ -88,7 +148,10 @@ fn the_issues_three_holes_are_closed() {
         assert_eq!(d.code, Some(100), "{args:?}: {d:?}");
         assert!(d.stderr.contains("nothing sent"), "{args:?}: {d:?}");
     }
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (0, None));
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (0, None)
+    );
     // -Jf: qmail's sendmail ignores the cluster, so v1 is a recipient, counted.
     let d = j.sendmail(SITE, &["-Jf", "v1@victim.example"], &php("a@x", ""));
     assert_eq!(d.code, Some(0), "{d:?}");
@@ -96,12 +159,17 @@ fn the_issues_three_holes_are_closed() {
     let d = j.sendmail(SITE, &["a@x, b@y", "c@z"], &php("a@x", ""));
     assert_eq!(d.code, Some(0), "{d:?}");
     assert_eq!(j.deliveries()[1].recipients(), ["a@x", "b@y", "c@z"]);
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (4, Some(4)));
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (4, Some(4))
+    );
 }
 
 #[test]
 fn the_callers_environment_changes_no_path_and_no_deliverer() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     let evil = j.path("/tmp/evil-ran");
     let mut c = j.as_user(SITE, &[]);
     c.env("OVERLIMIT_SENDMAIL", "/bin/touch /tmp/evil-ran")
@@ -115,13 +183,18 @@ fn the_callers_environment_changes_no_path_and_no_deliverer() {
     let d = j.feed(c, &php("a@x", ""));
     assert_eq!(d.code, Some(0), "{d:?}");
     assert!(!evil.exists());
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (1, Some(1)));
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (1, Some(1))
+    );
     assert!(!j.deliveries()[0].env.contains("OVERLIMIT"));
 }
 
 #[test]
 fn nothing_is_counted_when_nothing_was_sent() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(0));
     // The deliverer fails: its code, and the recipients given back.
     std::fs::write(j.path(&format!("{QMAILDIR}/deliverer-exit")), "1\n").unwrap();
@@ -134,7 +207,10 @@ fn nothing_is_counted_when_nothing_was_sent() {
     assert_eq!(j.total("site1@localhost"), Some(1));
     // A deliverer that cannot run: refused before anything is counted.
     std::fs::remove_file(j.path(&format!("{QMAILDIR}/deliverer-exit"))).unwrap();
-    assert!(j.root(&format!("chmod 644 {QMAILDIR}/bin/sendmail")).status.success());
+    assert!(j
+        .root(&format!("chmod 644 {QMAILDIR}/bin/sendmail"))
+        .status
+        .success());
     let d = j.sendmail(SITE, &["a@x"], b"\n");
     assert_eq!(d.code, Some(111), "{d:?}");
     assert!(d.stderr.contains("internal error, mail refused"), "{d:?}");
@@ -143,9 +219,14 @@ fn nothing_is_counted_when_nothing_was_sent() {
 
 #[test]
 fn the_deliverer_comes_from_a_root_owned_control_file() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     let other = format!("{QMAILDIR}/bin/other-sendmail");
-    assert!(j.root(&format!("cp {QMAILDIR}/bin/sendmail {other}")).status.success());
+    assert!(j
+        .root(&format!("cp {QMAILDIR}/bin/sendmail {other}"))
+        .status
+        .success());
     j.control("overlimit-sendmail", &format!("{other}\n"));
     assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(0));
     assert_eq!(j.delivered_recipients(), 1);
@@ -155,36 +236,62 @@ fn the_deliverer_comes_from_a_root_owned_control_file() {
     let d = j.sendmail(SITE, &["a@x"], b"\n");
     assert_eq!(d.code, Some(111), "{d:?}");
     assert!(d.stderr.contains("not trusted"), "{d:?}");
-    assert!(j.root(&format!("chmod 644 {ctl}; chown {} {ctl}", uid(SITE))).status.success());
+    assert!(j
+        .root(&format!("chmod 644 {ctl}; chown {} {ctl}", uid(SITE)))
+        .status
+        .success());
     assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(111));
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (1, Some(1)));
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (1, Some(1))
+    );
 }
 
 #[test]
 fn refusals_hide_the_numbers_of_shared_counters() {
-    let Some(j) = jail_with("*@localhost:10\n@localhost:4\nshop@example.com:2\n") else { return };
-    assert_eq!(j.sendmail("site2", &["a@x", "b@x", "c@x"], b"\n").code, Some(0));
+    let Some(j) = jail_with("*@localhost:10\n@localhost:4\nshop@example.com:2\n") else {
+        return;
+    };
+    assert_eq!(
+        j.sendmail("site2", &["a@x", "b@x", "c@x"], b"\n").code,
+        Some(0)
+    );
     let d = j.sendmail(SITE, &["a@x", "b@x"], b"\n");
     assert_eq!(d.code, Some(111), "{d:?}");
-    assert!(d.stderr.contains("@localhost shared limit reached"), "{d:?}");
-    assert!(!d.stderr.contains("3 counted") && !d.stderr.contains(":4") && !d.stderr.contains(" 4"), "{d:?}");
+    assert!(
+        d.stderr.contains("@localhost shared limit reached"),
+        "{d:?}"
+    );
+    assert!(
+        !d.stderr.contains("3 counted") && !d.stderr.contains(":4") && !d.stderr.contains(" 4"),
+        "{d:?}"
+    );
     // A mapped name may be shared with an SMTP user: hidden too.
     j.control("overlimit-senders", "site1:shop@example.com\nsite2:*\n");
     assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(0));
     let d = j.sendmail(SITE, &["a@x", "b@x"], b"\n");
     assert_eq!(d.code, Some(111), "{d:?}");
-    assert!(d.stderr.contains("refused shop@example.com: shared limit reached"), "{d:?}");
+    assert!(
+        d.stderr
+            .contains("refused shop@example.com: shared limit reached"),
+        "{d:?}"
+    );
     // LOGIN:* allows no name (it could make counters without bound).
     let d = j.sendmail("site2", &["--client", "anything@example.org", "a@x"], b"\n");
     assert_eq!(d.code, Some(100), "{d:?}");
-    assert!(d.stderr.contains("site2:*") && d.stderr.contains("may not send as"), "{d:?}");
+    assert!(
+        d.stderr.contains("site2:*") && d.stderr.contains("may not send as"),
+        "{d:?}"
+    );
     assert_eq!(j.total("anything@example.org"), None);
     assert_eq!(j.total("shop@example.com"), Some(1));
 }
 
 #[test]
 fn overlimit_count_reads_only_its_strict_argument_lists() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     let count = format!("{QMAILDIR}/bin/overlimit-count");
     for args in [
         &["--submit", "-f", "s", "--", "a b@x"][..],
@@ -206,8 +313,15 @@ fn overlimit_count_reads_only_its_strict_argument_lists() {
     let mut c = j.as_user(SITE, &[]);
     c.arg(&count).args(["--queue", "3"]);
     let d = j.feed(c, b"");
-    assert_eq!((d.code, d.stdout.as_str()), (Some(0), "site1@localhost\n"), "{d:?}");
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (0, Some(3)));
+    assert_eq!(
+        (d.code, d.stdout.as_str()),
+        (Some(0), "site1@localhost\n"),
+        "{d:?}"
+    );
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (0, Some(3))
+    );
 }
 
 #[test]
@@ -227,14 +341,20 @@ bin/sendmail-overlimit root:root 755
 control/overlimit-uncounted root:root 644
 ";
     assert_eq!(modes(), want);
-    let build = std::path::Path::new(jail::COUNT).parent().unwrap().display().to_string();
+    let build = std::path::Path::new(jail::COUNT)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
     let again = j.root(&format!(
         "make -s -C {} install-files BUILD={build} QMAILDIR={QMAILDIR}",
         env!("CARGO_MANIFEST_DIR")
     ));
     assert!(again.status.success(), "{}", jail::text(&again));
     assert_eq!(modes(), want);
-    let uncounted = std::fs::read_to_string(j.path(&format!("{QMAILDIR}/control/overlimit-uncounted"))).unwrap();
+    let uncounted =
+        std::fs::read_to_string(j.path(&format!("{QMAILDIR}/control/overlimit-uncounted")))
+            .unwrap();
     assert_eq!(uncounted, "qmaild\nqmailq\n");
 }
 
@@ -249,7 +369,9 @@ fn hold_lock(j: &Jail, counter: &str) -> std::fs::File {
 
 #[test]
 fn a_site_cannot_signal_trace_or_limit_the_counter_while_it_holds_a_lock() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(0));
     let before = j.counter("site1@localhost").unwrap();
     let lock = hold_lock(&j, "site1@localhost");
@@ -272,8 +394,7 @@ wait $p; echo exit=$?",
     let d = j.feed(c, b"");
     drop(lock);
     assert_eq!(
-        d.stdout,
-        "stop=1\nkill=1\nterm=1\nprlimit=1\nstrace=1\nenviron=1\nexit=111\n",
+        d.stdout, "stop=1\nkill=1\nterm=1\nprlimit=1\nstrace=1\nenviron=1\nexit=111\n",
         "{d:?}"
     );
     // The lock deadline passed: refused, the counter as it was, nothing sent.
@@ -285,7 +406,9 @@ wait $p; echo exit=$?",
 
 #[test]
 fn a_site_cannot_start_the_counter_with_limits_that_would_tear_a_write() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     for (limit, named) in [
         ("--fsize=4096:4096", "RLIMIT_FSIZE"),
         ("--nofile=16:16", "RLIMIT_NOFILE"),
@@ -294,26 +417,48 @@ fn a_site_cannot_start_the_counter_with_limits_that_would_tear_a_write() {
         ("--stack=65536:65536", "RLIMIT_STACK"),
     ] {
         let mut c = j.as_user(SITE, &[]);
-        c.args(["prlimit", limit, &format!("{QMAILDIR}/bin/sendmail-overlimit"), "a@x"]);
+        c.args([
+            "prlimit",
+            limit,
+            &format!("{QMAILDIR}/bin/sendmail-overlimit"),
+            "a@x",
+        ]);
         let d = j.feed(c, b"Subject: s\n\nx\n");
         assert_eq!(d.code, Some(111), "{limit}: {d:?}");
-        assert!(d.stderr.contains(named) && d.stderr.contains("mail refused"), "{limit}: {d:?}");
+        assert!(
+            d.stderr.contains(named) && d.stderr.contains("mail refused"),
+            "{limit}: {d:?}"
+        );
     }
     // Soft limits alone are raised back to the hard ones.
     let mut c = j.as_user(SITE, &[]);
-    c.args(["prlimit", "--fsize=1:", "--nofile=4:", &format!("{QMAILDIR}/bin/sendmail-overlimit"), "a@x"]);
+    c.args([
+        "prlimit",
+        "--fsize=1:",
+        "--nofile=4:",
+        &format!("{QMAILDIR}/bin/sendmail-overlimit"),
+        "a@x",
+    ]);
     let d = j.feed(c, b"Subject: s\n\nx\n");
     assert_eq!(d.code, Some(0), "{d:?}");
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (1, Some(1)));
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (1, Some(1))
+    );
 }
 
 #[test]
 fn without_its_privilege_in_effect_the_counter_refuses_naming_the_fix() {
-    let Some(j) = jail_with("*@localhost:100\n") else { return };
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
     let bin = format!("{QMAILDIR}/bin");
     let refused = |d: &jail::Done, how: &str| {
         assert_eq!(d.code, Some(111), "{how}: {d:?}");
-        assert!(d.stderr.contains("set-user-id") && d.stderr.contains("run make install as root"), "{how}: {d:?}");
+        assert!(
+            d.stderr.contains("set-user-id") && d.stderr.contains("run make install as root"),
+            "{how}: {d:?}"
+        );
     };
     // no_new_privs, as a container or systemd's NoNewPrivileges sets it.
     let d = j.feed(
@@ -327,35 +472,76 @@ fn without_its_privilege_in_effect_the_counter_refuses_naming_the_fix() {
     refused(&d, "no_new_privs");
     // Traced: the kernel runs a set-id program without its ids.
     let mut c = j.as_user(SITE, &[]);
-    c.args(["strace", "-f", "-o", "/dev/null", &format!("{bin}/sendmail-overlimit"), "a@x"]);
+    c.args([
+        "strace",
+        "-f",
+        "-o",
+        "/dev/null",
+        &format!("{bin}/sendmail-overlimit"),
+        "a@x",
+    ]);
     refused(&j.feed(c, b"\n"), "strace");
     // A nosuid mount of the bin directory.
-    assert!(j.root(&format!("mount --bind {bin} {bin} && mount -o remount,bind,nosuid {bin}")).status.success());
+    assert!(j
+        .root(&format!(
+            "mount --bind {bin} {bin} && mount -o remount,bind,nosuid {bin}"
+        ))
+        .status
+        .success());
     refused(&j.sendmail(SITE, &["a@x"], b"\n"), "nosuid");
     assert!(j.root(&format!("umount {bin}")).status.success());
     // Installed without the bits (chmod, or a copy by a packager).
-    assert!(j.root(&format!("chmod 755 {bin}/overlimit-count")).status.success());
+    assert!(j
+        .root(&format!("chmod 755 {bin}/overlimit-count"))
+        .status
+        .success());
     refused(&j.sendmail(SITE, &["a@x"], b"\n"), "no set-id bits");
-    assert_eq!((j.delivered_recipients(), j.total("site1@localhost")), (0, None));
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (0, None)
+    );
 }
 
 #[test]
 fn the_install_check_names_what_is_broken() {
     let Some(j) = Jail::or_skip() else { return };
     let findings = || {
-        let program = std::path::Path::new(jail::COUNT).parent().unwrap().join("examples/install-findings");
-        assert!(program.exists(), "{} is missing (cargo test builds the examples)", program.display());
+        let program = std::path::Path::new(jail::COUNT)
+            .parent()
+            .unwrap()
+            .join("examples/install-findings");
+        assert!(
+            program.exists(),
+            "{} is missing (cargo test builds the examples)",
+            program.display()
+        );
         let out = j.command().arg(program).output().unwrap();
         assert!(out.status.success(), "{}", jail::text(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert_eq!(findings(), "");
     let bin = format!("{QMAILDIR}/bin");
-    assert!(j.root(&format!("chmod 755 {bin}/overlimit-count; chmod 777 {QMAILDIR}/overlimit")).status.success());
-    assert!(j.root(&format!("mount --bind {bin} {bin} && mount -o remount,bind,nosuid {bin}")).status.success());
+    assert!(j
+        .root(&format!(
+            "chmod 755 {bin}/overlimit-count; chmod 777 {QMAILDIR}/overlimit"
+        ))
+        .status
+        .success());
+    assert!(j
+        .root(&format!(
+            "mount --bind {bin} {bin} && mount -o remount,bind,nosuid {bin}"
+        ))
+        .status
+        .success());
     j.control("overlimit-sendmail", "relative/path\n");
     let f = findings();
     assert_eq!(f.lines().count(), 4, "{f}");
-    assert!(f.contains("overlimit-count: owner") && f.contains("mode 755, should be"), "{f}");
-    assert!(f.contains("mode 2777") && f.contains("nosuid") && f.contains("absolute path"), "{f}");
+    assert!(
+        f.contains("overlimit-count: owner") && f.contains("mode 755, should be"),
+        "{f}"
+    );
+    assert!(
+        f.contains("mode 2777") && f.contains("nosuid") && f.contains("absolute path"),
+        "{f}"
+    );
 }

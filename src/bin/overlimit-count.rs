@@ -33,7 +33,8 @@ use std::time::Instant;
 
 const NAME: &str = "overlimit-count";
 const IDENT: &CStr = c"overlimit-count";
-const USAGE: &str = "usage: overlimit-count [--client NAME] --submit [-i] -f SENDER [-F FULLNAME] -- RCPT...
+const USAGE: &str =
+    "usage: overlimit-count [--client NAME] --submit [-i] -f SENDER [-F FULLNAME] -- RCPT...
        overlimit-count --queue N
 
 --submit counts the recipients for the calling account (its real uid), adds
@@ -79,7 +80,10 @@ struct Submit {
 }
 
 fn run(caller: Caller) -> i32 {
-    let args: Vec<Vec<u8>> = std::env::args_os().skip(1).map(OsString::into_vec).collect();
+    let args: Vec<Vec<u8>> = std::env::args_os()
+        .skip(1)
+        .map(OsString::into_vec)
+        .collect();
     let request = match parse(&args) {
         Ok(r) => r,
         Err(why) => {
@@ -98,7 +102,9 @@ fn run(caller: Caller) -> i32 {
     };
     let who = match identify(caller.uid, asked) {
         Ok(w) => w,
-        Err(Stop::Refused(code, why)) => return refuse(code, &format!("refused uid {}: {why}", caller.uid)),
+        Err(Stop::Refused(code, why)) => {
+            return refuse(code, &format!("refused uid {}: {why}", caller.uid))
+        }
         Err(Stop::Broken(e)) => return internal(&format!("uid {}", caller.uid), e),
     };
     let name = printable(&who.client.name());
@@ -126,7 +132,10 @@ fn parse(args: &[Vec<u8>]) -> Result<Request, String> {
     match rest {
         [h] if h == b"--help" => return Ok(Request::Help),
         [q, n] if q == b"--queue" => {
-            return match std::str::from_utf8(n).ok().and_then(|n| n.parse::<u64>().ok()) {
+            return match std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 Some(n) if n > 0 => Ok(Request::Queue(n)),
                 _ => Err("--queue needs a number of recipients, 1 or more".into()),
             }
@@ -172,10 +181,16 @@ fn parse(args: &[Vec<u8>]) -> Result<Request, String> {
         return Err("expected -- and the recipients".into());
     }
     if !sender.is_empty() && !address::atomic(sender) {
-        return Err(format!("-f: \"{}\" is not one plain address", printable(sender)));
+        return Err(format!(
+            "-f: \"{}\" is not one plain address",
+            printable(sender)
+        ));
     }
     if let Some(bad) = recipients.iter().find(|r| !address::atomic(r)) {
-        return Err(format!("recipient \"{}\" is not one plain address", printable(bad)));
+        return Err(format!(
+            "recipient \"{}\" is not one plain address",
+            printable(bad)
+        ));
     }
     Ok(Request::Submit(Submit {
         client,
@@ -209,7 +224,10 @@ impl From<Internal> for Stop {
 
 fn identify(uid: u32, asked: Option<&[u8]>) -> Result<Who, Stop> {
     let Some(login) = identity::login(uid)? else {
-        return Err(Stop::Refused(PERMFAIL, "no login name in /etc/passwd".into()));
+        return Err(Stop::Refused(
+            PERMFAIL,
+            "no login name in /etc/passwd".into(),
+        ));
     };
     let path = Path::new(DEFAULT_SENDERS);
     let mut notes = Vec::new();
@@ -224,7 +242,10 @@ fn identify(uid: u32, asked: Option<&[u8]>) -> Result<Who, Stop> {
                 .ok_or_else(|| Stop::Refused(PERMFAIL, "--client: empty name".into()))?;
             if !mapped.allows(&login, &c.name()) {
                 let (l, n) = (printable(&login), printable(&c.name()));
-                let why = format!("{l} may not send as {n} (no line {l}:{n} in {})", path.display());
+                let why = format!(
+                    "{l} may not send as {n} (no line {l}:{n} in {})",
+                    path.display()
+                );
                 return Err(Stop::Refused(PERMFAIL, why));
             }
             c.name()
@@ -232,7 +253,12 @@ fn identify(uid: u32, asked: Option<&[u8]>) -> Result<Who, Stop> {
     };
     let client = Client::from_name(&name).ok_or_else(|| Internal("empty client name".into()))?;
     let shared = mapped.mapped() || client.name() != identity::default_client(&login);
-    Ok(Who { login, uid, client, shared })
+    Ok(Who {
+        login,
+        uid,
+        client,
+        shared,
+    })
 }
 
 enum Counted {
@@ -261,10 +287,17 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
     }
     let name = printable(&who.client.name());
     let full = refusal(who, &result, n, at, false);
-    syslog(IDENT, libc::LOG_WARNING, &format!("refused {name} (uid {}): {full}", who.uid));
+    syslog(
+        IDENT,
+        libc::LOG_WARNING,
+        &format!("refused {name} (uid {}): {full}", who.uid),
+    );
     let never = result.full.iter().any(|f| n > f.item.max);
     let code = if never { PERMFAIL } else { TEMPFAIL };
-    Ok(Counted::No(code, format!("refused {name}: {}", refusal(who, &result, n, at, true))))
+    Ok(Counted::No(
+        code,
+        format!("refused {name}: {}", refusal(who, &result, n, at, true)),
+    ))
 }
 
 /// The limits without room. For the caller (`for_caller`), a counter it may
@@ -296,18 +329,27 @@ fn describe(f: &Full, n: u64, now: u64, hidden: bool, other: bool) -> String {
         };
     }
     if n > f.item.max {
-        return format!("{whose}limit {} is below the message's {n} recipients", f.item);
+        return format!(
+            "{whose}limit {} is below the message's {n} recipients",
+            f.item
+        );
     }
     let room = match f.room_at {
         Some(t) => format!("room in {}", log::duration(t.saturating_sub(now).max(1))),
         None => "until reset".to_string(),
     };
-    format!("{whose}limit {} reached ({} counted, {n} asked; {room})", f.item, f.count)
+    format!(
+        "{whose}limit {} reached ({} counted, {n} asked; {room})",
+        f.item, f.count
+    )
 }
 
 /// An internal error refuses the mail: on this path nothing passes uncounted.
 fn internal(name: &str, e: Internal) -> i32 {
-    refuse(TEMPFAIL, &format!("{name}: internal error, mail refused: {e}"))
+    refuse(
+        TEMPFAIL,
+        &format!("{name}: internal error, mail refused: {e}"),
+    )
 }
 
 /// Counts the recipients, then hands the stamped message to the deliverer.
@@ -344,7 +386,13 @@ fn submit(who: &Who, caller: Caller, s: Submit) -> i32 {
         Ok(()) => "given back".to_string(),
         Err(e) => format!("not given back: {e}"),
     };
-    refuse(code, &format!("{} failed (exit {code}); {name}: {what}, {back}", program.display()))
+    refuse(
+        code,
+        &format!(
+            "{} failed (exit {code}); {name}: {what}, {back}",
+            program.display()
+        ),
+    )
 }
 
 type Prepared = (std::path::PathBuf, Vec<Vec<u8>>, std::fs::File, String);
@@ -375,7 +423,8 @@ fn prepare(who: &Who, caller: Caller, s: &Submit) -> Result<Prepared, Stop> {
         &message::without(&msg, &["x-overlimit-client"]),
         stamp.as_bytes(),
     );
-    let mut file = memory_file(c"overlimit-count").map_err(|e| Internal(format!("cannot buffer the message: {e}")))?;
+    let mut file = memory_file(c"overlimit-count")
+        .map_err(|e| Internal(format!("cannot buffer the message: {e}")))?;
     file.write_all(&msg)
         .and_then(|()| file.rewind())
         .map_err(|e| Internal(format!("cannot buffer the message: {e}")))?;
@@ -393,7 +442,10 @@ fn prepare(who: &Who, caller: Caller, s: &Submit) -> Result<Prepared, Stop> {
         .chain(args.iter().map(Vec::as_slice))
         .collect();
     let env = environment(who);
-    let env: Vec<Vec<u8>> = env.iter().map(|(k, v)| [k.as_bytes(), b"=", v].concat()).collect();
+    let env: Vec<Vec<u8>> = env
+        .iter()
+        .map(|(k, v)| [k.as_bytes(), b"=", v].concat())
+        .collect();
     let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
     deliverer::fits_exec(&argv, &env)?;
     Ok((program, args, file, subject))

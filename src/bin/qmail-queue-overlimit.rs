@@ -66,7 +66,10 @@ fn run() -> i32 {
         Err((code, why)) => return refuse(code, &why),
     };
     if let Err(e) = runnable(Path::new(QUEUE_ORIG)) {
-        return refuse(REFUSED_FOR_NOW, &format!("{QUEUE_ORIG}: {e}; nothing queued"));
+        return refuse(
+            REFUSED_FOR_NOW,
+            &format!("{QUEUE_ORIG}: {e}; nothing queued"),
+        );
     }
     let uid = identity::real_uid();
     match uncounted(uid) {
@@ -102,7 +105,9 @@ fn privileged() -> Result<(), String> {
              install root:{ACCOUNT} mode 2711 on a filesystem without nosuid; \
              run make install as root"
         )),
-        None => Err(format!("no group {ACCOUNT} in /etc/group: run make install as root")),
+        None => Err(format!(
+            "no group {ACCOUNT} in /etc/group: run make install as root"
+        )),
     }
 }
 
@@ -130,7 +135,10 @@ fn read_envelope() -> Result<(File, u64), (i32, String)> {
     loop {
         let mut kind = [0u8; 1];
         if reader.read(&mut kind).map_err(read_error)? == 0 {
-            return Err((CANNOT_READ, "the envelope ends early; nothing queued".into()));
+            return Err((
+                CANNOT_READ,
+                "the envelope ends early; nothing queued".into(),
+            ));
         }
         bytes.push(kind[0]);
         match (first, kind[0]) {
@@ -143,7 +151,10 @@ fn read_envelope() -> Result<(File, u64), (i32, String)> {
         let mut addr = Vec::new();
         let n = std::io::BufRead::read_until(&mut reader, 0, &mut addr).map_err(read_error)?;
         if n == 0 || addr.last() != Some(&0) {
-            return Err((CANNOT_READ, "the envelope ends early; nothing queued".into()));
+            return Err((
+                CANNOT_READ,
+                "the envelope ends early; nothing queued".into(),
+            ));
         }
         if addr.len() > MAX_ADDRESS {
             return Err((ADDRESS_TOO_LONG, "an envelope address is too long".into()));
@@ -183,7 +194,9 @@ fn uncounted(uid: u32) -> Result<bool, String> {
         Err(e) => return Err(format!("open {UNCOUNTED}: {e}")),
         Ok(f) => f,
     };
-    let meta = file.metadata().map_err(|e| format!("stat {UNCOUNTED}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("stat {UNCOUNTED}: {e}"))?;
     if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
         return Err(format!(
             "{UNCOUNTED}: not trusted (it must be a regular file owned by root, writable \
@@ -210,7 +223,12 @@ fn count(n: u64) -> Result<(), i32> {
         .output();
     let out = match out {
         Ok(o) => o,
-        Err(e) => return Err(refuse(REFUSED_FOR_NOW, &format!("cannot run {COUNTER}: {e}; nothing queued"))),
+        Err(e) => {
+            return Err(refuse(
+                REFUSED_FOR_NOW,
+                &format!("cannot run {COUNTER}: {e}; nothing queued"),
+            ))
+        }
     };
     let line = String::from_utf8_lossy(&out.stdout);
     let line = printable(line.lines().next().unwrap_or("").as_bytes());

@@ -28,7 +28,8 @@ use std::process::Command;
 
 const NAME: &str = "sendmail-overlimit";
 const IDENT: &CStr = c"sendmail-overlimit";
-const USAGE: &str = "usage: sendmail-overlimit [--client NAME] [--sender ADDR] [-t] [-i] [-f SENDER]
+const USAGE: &str =
+    "usage: sendmail-overlimit [--client NAME] [--sender ADDR] [-t] [-i] [-f SENDER]
                           [-F FULLNAME] [--] [RECIPIENT...]
 
 A sendmail for PHP's sendmail_path (sendmail-overlimit -t -i): it resolves
@@ -88,7 +89,8 @@ fn run() -> i32 {
     if let Some(f) = &args.full_name {
         cmd.arg("-F").arg(OsStr::from_bytes(f));
     }
-    cmd.arg("--").args(recipients.iter().map(|r| OsStr::from_bytes(r)));
+    cmd.arg("--")
+        .args(recipients.iter().map(|r| OsStr::from_bytes(r)));
     let buffered = memory_file(c"sendmail-overlimit").and_then(|mut f| {
         f.write_all(&message)?;
         f.rewind()?;
@@ -96,10 +98,18 @@ fn run() -> i32 {
     });
     let file = match buffered {
         Ok(f) => f,
-        Err(e) => return refuse(TEMPFAIL, &format!("cannot buffer the message: {e}; nothing sent")),
+        Err(e) => {
+            return refuse(
+                TEMPFAIL,
+                &format!("cannot buffer the message: {e}; nothing sent"),
+            )
+        }
     };
     let e = cmd.stdin(file).exec();
-    refuse(TEMPFAIL, &format!("cannot run {COUNTER}: {e}; nothing sent"))
+    refuse(
+        TEMPFAIL,
+        &format!("cannot run {COUNTER}: {e}; nothing sent"),
+    )
 }
 
 /// `-f`/`-r` as given (empty is `<>`), else `--sender`, else the login.

@@ -45,7 +45,9 @@ pub fn atomic(addr: &[u8]) -> bool {
 }
 
 fn dot_atom(s: &[u8]) -> bool {
-    !s.is_empty() && s.split(|&b| b == b'.').all(|a| !a.is_empty() && a.iter().all(|&b| is_atext(b)))
+    !s.is_empty()
+        && s.split(|&b| b == b'.')
+            .all(|a| !a.is_empty() && a.iter().all(|&b| is_atext(b)))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -317,7 +319,10 @@ mod tests {
         assert_eq!(ok("u@[IPv6:2001:db8::1]"), ["u@[IPv6:2001:db8::1]"]);
         assert_eq!(ok("\"esc\\\", aped\" <e@x>"), ["e@x"]);
         assert_eq!(ok("<@r1,@r2.example:d@y>"), ["d@y"]);
-        assert_eq!(ok("=?utf-8?q?J=C3=B6rg?= <j@x>, J. Doe <d@x>"), ["j@x", "d@x"]);
+        assert_eq!(
+            ok("=?utf-8?q?J=C3=B6rg?= <j@x>, J. Doe <d@x>"),
+            ["j@x", "d@x"]
+        );
         assert_eq!(ok("nobody"), ["nobody"]);
         assert_eq!(ok("a@x (c (nested) \\) still) "), ["a@x"]);
         assert_eq!(ok(""), Vec::<String>::new());
@@ -342,10 +347,19 @@ mod tests {
 
     #[test]
     fn atomic_addresses_are_single_plain_arguments() {
-        for good in ["a@x", "nobody", "a.b+c@d-e.example", "u@[192.0.2.1]", "o'neil@x"] {
+        for good in [
+            "a@x",
+            "nobody",
+            "a.b+c@d-e.example",
+            "u@[192.0.2.1]",
+            "o'neil@x",
+        ] {
             assert!(atomic(good.as_bytes()), "{good}");
         }
-        for worse in ["", "-f", "a b@x", "a,b@x", "<a@x>", "a@x@y", "a..b@x", ".a@x", "a@", "a@[x]]", "é@x", "a\n@x", "\"a\"@x"] {
+        for worse in [
+            "", "-f", "a b@x", "a,b@x", "<a@x>", "a@x@y", "a..b@x", ".a@x", "a@", "a@[x]]", "é@x",
+            "a\n@x", "\"a\"@x",
+        ] {
             assert!(!atomic(worse.as_bytes()), "{worse:?}");
         }
         assert!(!atomic(&[b'a'; MAX_ADDRESS + 1]));

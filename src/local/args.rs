@@ -232,9 +232,15 @@ mod tests {
         assert_eq!(rcpts(&a), ["b@y"]);
         // -J takes the rest of its cluster, as qmail's sendmail does.
         let a = p(&["-Jf", "v1@x"]).unwrap();
-        assert_eq!((a.sender.clone(), rcpts(&a)), (None, vec!["v1@x".to_string()]));
+        assert_eq!(
+            (a.sender.clone(), rcpts(&a)),
+            (None, vec!["v1@x".to_string()])
+        );
         // A value taken from the next argument, even one that looks like a flag.
-        assert_eq!(p(&["-f", "-t"]).unwrap().sender.as_deref(), Some(&b"-t"[..]));
+        assert_eq!(
+            p(&["-f", "-t"]).unwrap().sender.as_deref(),
+            Some(&b"-t"[..])
+        );
         assert!(p(&["-f", ""]).unwrap().sender.unwrap().is_empty());
     }
 
@@ -248,7 +254,10 @@ mod tests {
             Err(ArgError::Twice("--client"))
         );
         assert_eq!(p(&["--client"]), Err(ArgError::NoValue("--client".into())));
-        assert_eq!(rcpts(&p(&["a@x", "--client", "b"]).unwrap()), ["a@x", "--client", "b"]);
+        assert_eq!(
+            rcpts(&p(&["a@x", "--client", "b"]).unwrap()),
+            ["a@x", "--client", "b"]
+        );
         assert!(p(&["--help"]).unwrap().help && p(&["--version"]).unwrap().version);
     }
 
@@ -273,7 +282,9 @@ mod tests {
         }
         assert!(p(&["-bm", "-odb", "-odi", "-oem", "-v", "-U", "a@x"]).is_ok());
         assert_eq!(p(&["-f"]), Err(ArgError::NoValue("-f".into())));
-        assert!(ArgError::Unsupported("--sendmail".into()).to_string().contains("administrator"));
+        assert!(ArgError::Unsupported("--sendmail".into())
+            .to_string()
+            .contains("administrator"));
     }
 }
 
@@ -287,20 +298,84 @@ mod properties {
     use proptest::prelude::*;
 
     const ARGS: &[&str] = &[
-        "-t", "-i", "-oi", "-f", "-fme@x", "-r", "-F", "Web Site", "-Jf", "-E", "--", "", "-",
-        "-tif", "-bm", "-bs", "-v", "-U", "-odb", "--client", "n@x", "--sender", "--stamp",
-        "a@x", "b@y.example", "a@x, b@y", "\"q, r\"@x", "x\\\",v@y", "<c@z>", "G: d@w;",
-        "a@x b@y", "(c) e@v", "-x@y", "u@[192.0.2.1]", "=?utf-8?q?x?= <f@g>",
+        "-t",
+        "-i",
+        "-oi",
+        "-f",
+        "-fme@x",
+        "-r",
+        "-F",
+        "Web Site",
+        "-Jf",
+        "-E",
+        "--",
+        "",
+        "-",
+        "-tif",
+        "-bm",
+        "-bs",
+        "-v",
+        "-U",
+        "-odb",
+        "--client",
+        "n@x",
+        "--sender",
+        "--stamp",
+        "a@x",
+        "b@y.example",
+        "a@x, b@y",
+        "\"q, r\"@x",
+        "x\\\",v@y",
+        "<c@z>",
+        "G: d@w;",
+        "a@x b@y",
+        "(c) e@v",
+        "-x@y",
+        "u@[192.0.2.1]",
+        "=?utf-8?q?x?= <f@g>",
     ];
     const VALUES: &[&str] = &[
-        "a@x", " b@y.example", "\"Doe, J\" <j@y>", "(comment, k@z) l@z", "\\\"", "\"", "(",
-        ")", "<", ">", ",", ";", ":", "G:", "@", "[x]", "m@[IPv6:2001:db8::1]", "n@x\0o@y",
-        "<@r:p@q>", "=?utf-8?b?QUJD?=", "v1@victim v2@victim", "undisclosed-recipients:;",
+        "a@x",
+        " b@y.example",
+        "\"Doe, J\" <j@y>",
+        "(comment, k@z) l@z",
+        "\\\"",
+        "\"",
+        "(",
+        ")",
+        "<",
+        ">",
+        ",",
+        ";",
+        ":",
+        "G:",
+        "@",
+        "[x]",
+        "m@[IPv6:2001:db8::1]",
+        "n@x\0o@y",
+        "<@r:p@q>",
+        "=?utf-8?b?QUJD?=",
+        "v1@victim v2@victim",
+        "undisclosed-recipients:;",
     ];
-    const NAMES: &[&str] = &["To", "Cc", "Bcc", "Resent-To", "Resent-Bcc", "Apparently-To", "Subject", "X"];
+    const NAMES: &[&str] = &[
+        "To",
+        "Cc",
+        "Bcc",
+        "Resent-To",
+        "Resent-Bcc",
+        "Apparently-To",
+        "Subject",
+        "X",
+    ];
 
     fn header() -> impl Strategy<Value = Vec<u8>> {
-        let field = (0..NAMES.len(), prop::collection::vec(0..VALUES.len(), 0..5), any::<bool>(), any::<bool>());
+        let field = (
+            0..NAMES.len(),
+            prop::collection::vec(0..VALUES.len(), 0..5),
+            any::<bool>(),
+            any::<bool>(),
+        );
         prop::collection::vec(field, 0..6).prop_map(|fields| {
             let mut m = Vec::new();
             for (name, values, fold, crlf) in fields {
@@ -324,7 +399,9 @@ mod properties {
     fn one_recipient_to_any_mta(a: &[u8]) -> bool {
         !a.is_empty()
             && a[0] != b'-'
-            && !a.iter().any(|b| b",; <>()\"\\\t\r\n\0".contains(b) || *b >= 0x80)
+            && !a
+                .iter()
+                .any(|b| b",; <>()\"\\\t\r\n\0".contains(b) || *b >= 0x80)
     }
 
     proptest! {

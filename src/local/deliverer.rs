@@ -28,10 +28,16 @@ pub fn resolve(control: &Path) -> Result<PathBuf, Internal> {
         )));
     }
     let text = std::fs::read(control).map_err(|e| fail("read", control, e))?;
-    let line = text.split(|&b| b == b'\n').next().unwrap_or(b"").trim_ascii();
+    let line = text
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
     let path = Path::new(std::ffi::OsStr::from_bytes(line));
     if !path.is_absolute() {
-        return Err(Internal(format!("{shown}: the first line must be an absolute path")));
+        return Err(Internal(format!(
+            "{shown}: the first line must be an absolute path"
+        )));
     }
     Ok(path.to_path_buf())
 }

@@ -23,18 +23,26 @@ pub fn findings() -> Vec<String> {
     let mut expect = |path: &str, owner: u32, group: u32, mode: u32, what: &str| {
         match std::fs::symlink_metadata(path) {
             Err(e) => out.push(format!("{path}: {e}: {what} (run make install as root)")),
-            Ok(m) if (m.uid(), m.gid(), m.mode() & 0o7777) != (owner, group, mode) => out.push(format!(
+            Ok(m) if (m.uid(), m.gid(), m.mode() & 0o7777) != (owner, group, mode) => {
+                out.push(format!(
                 "{path}: owner {}:{} mode {:o}, should be {owner}:{group} mode {mode:o}: {what} \
                  (run make install as root)",
                 m.uid(),
                 m.gid(),
                 m.mode() & 0o7777
-            )),
+            ))
+            }
             Ok(_) => {}
         }
     };
     expect(COUNTER, uid, gid, 0o6755, "local mail is refused");
-    expect(DEFAULT_DIR, uid, gid, 0o2770, "the counters are not the overlimit account's");
+    expect(
+        DEFAULT_DIR,
+        uid,
+        gid,
+        0o2770,
+        "the counters are not the overlimit account's",
+    );
     expect(FRONT, 0, gid, 0o2711, "the queue front cannot run");
     if Path::new(QUEUE_ORIG).exists() {
         expect(QUEUE, 0, gid, 0o2711, "bin/qmail-queue is not the front");
@@ -51,9 +59,11 @@ pub fn findings() -> Vec<String> {
             "{BIN} is on a nosuid mount: the set-id bits have no effect and local mail is refused"
         ));
     }
-    if let Err(e) = deliverer::resolve(Path::new(deliverer::CONTROL))
-        .and_then(|d| std::fs::metadata(&d).map(|_| ()).map_err(|e| crate::error::fail("stat", &d, e)))
-    {
+    if let Err(e) = deliverer::resolve(Path::new(deliverer::CONTROL)).and_then(|d| {
+        std::fs::metadata(&d)
+            .map(|_| ())
+            .map_err(|e| crate::error::fail("stat", &d, e))
+    }) {
         out.push(format!("the deliverer: {e}: local mail is refused"));
     }
     if let Ok(m) = std::fs::symlink_metadata(UNCOUNTED) {
@@ -68,7 +78,9 @@ pub fn findings() -> Vec<String> {
 
 /// Whether `path` is on a filesystem mounted nosuid.
 fn nosuid(path: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(path) else { return false };
+    let Ok(c) = std::ffi::CString::new(path) else {
+        return false;
+    };
     // SAFETY: statvfs writes a struct we own, from a NUL-terminated path.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     unsafe { libc::statvfs(c.as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_NOSUID != 0 }

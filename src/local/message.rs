@@ -59,7 +59,9 @@ pub fn fields(message: &[u8]) -> Vec<Field<'_>> {
 }
 
 fn named(f: &Field, names: &[&str]) -> bool {
-    names.iter().any(|n| f.name.eq_ignore_ascii_case(n.as_bytes()))
+    names
+        .iter()
+        .any(|n| f.name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// The recipients `-t` sends to: those of To, Cc, Bcc and Apparently-To, or,
@@ -77,9 +79,8 @@ pub fn recipients(message: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     };
     let mut out = Vec::new();
     for f in fields.iter().filter(|f| named(f, wanted)) {
-        let found = address::list(&f.value).map_err(|e| {
-            format!("{}: {e}", String::from_utf8_lossy(f.name))
-        })?;
+        let found = address::list(&f.value)
+            .map_err(|e| format!("{}: {e}", String::from_utf8_lossy(f.name)))?;
         out.extend(found);
     }
     Ok(out)
@@ -149,8 +150,15 @@ mod tests {
     fn folded_fields_unfold_with_either_line_end() {
         for end in ["\n", "\r\n"] {
             let m = [
-                "To: a@x,", "\tb@y", "CC: c@z", "Subject: Hi", " there", "bcc: d@w", "",
-                "To: body@x", "",
+                "To: a@x,",
+                "\tb@y",
+                "CC: c@z",
+                "Subject: Hi",
+                " there",
+                "bcc: d@w",
+                "",
+                "To: body@x",
+                "",
             ]
             .join(end);
             assert_eq!(rcpts(&m), ["a@x", "b@y", "c@z", "d@w"], "{end:?}");
@@ -171,16 +179,22 @@ mod tests {
         assert_eq!(rcpts("To: a@x\nnot a field\nCc: b@y\n\n"), ["a@x"]);
         assert_eq!(rcpts("To: a@x\r\nCc: b@y"), ["a@x", "b@y"]);
         assert_eq!(rcpts("To : c@z\n"), ["c@z"]);
-        assert!(recipients(b"To: a@x b@y\n\n").unwrap_err().starts_with("To: "));
+        assert!(recipients(b"To: a@x b@y\n\n")
+            .unwrap_err()
+            .starts_with("To: "));
     }
 
     #[test]
     fn bcc_goes_with_its_continuation_lines() {
-        let m = b"To: a@x\r\nBcc: b@y,\r\n c@z\r\nSubject: s\r\nresent-bcc: d@w\r\n\r\nBcc: body\r\n";
+        let m =
+            b"To: a@x\r\nBcc: b@y,\r\n c@z\r\nSubject: s\r\nresent-bcc: d@w\r\n\r\nBcc: body\r\n";
         assert_eq!(
             without(m, &["bcc", "resent-bcc"]),
             b"To: a@x\r\nSubject: s\r\n\r\nBcc: body\r\n"
         );
-        assert_eq!(with_field_on_top(b"From x\nTo: a\n", b"X: 1\n"), b"From x\nX: 1\nTo: a\n");
+        assert_eq!(
+            with_field_on_top(b"From x\nTo: a\n", b"X: 1\n"),
+            b"From x\nX: 1\nTo: a\n"
+        );
     }
 }

@@ -46,8 +46,14 @@ const CPU_SECONDS: u64 = 10;
 pub fn enter() -> Result<Caller, String> {
     open_standard_descriptors();
     // SAFETY: the get*id calls have no preconditions and cannot fail.
-    let (uid, gid, euid, egid) =
-        unsafe { (libc::getuid(), libc::getgid(), libc::geteuid(), libc::getegid()) };
+    let (uid, gid, euid, egid) = unsafe {
+        (
+            libc::getuid(),
+            libc::getgid(),
+            libc::geteuid(),
+            libc::getegid(),
+        )
+    };
     let account = ACCOUNT.as_bytes();
     let want_uid = identity::uid_of(account).map_err(|e| e.to_string())?;
     let want_gid = identity::gid_of(account).map_err(|e| e.to_string())?;
@@ -136,7 +142,9 @@ fn ignore_terminal_signals() {
 fn raise_limits() -> Result<(), String> {
     let cpu = (libc::RLIMIT_CPU, "RLIMIT_CPU", cpu_used() + CPU_SECONDS);
     for (resource, name, needed) in NEEDED.iter().copied().chain([cpu]) {
-        let Some(hard) = raise_soft_limit(resource) else { continue };
+        let Some(hard) = raise_soft_limit(resource) else {
+            continue;
+        };
         if hard != libc::RLIM_INFINITY && hard < needed {
             return Err(format!(
                 "{name} is {hard} (hard limit), below the {needed} this program needs: \

@@ -43,9 +43,7 @@ pub fn unavailable() -> Option<String> {
         return Some("a private mount namespace and set-id installs need root".into());
     }
     for tool in ["unshare", "nsenter", "setpriv", "make"] {
-        let found = PATH
-            .split(':')
-            .any(|d| Path::new(d).join(tool).exists());
+        let found = PATH.split(':').any(|d| Path::new(d).join(tool).exists());
         if !found {
             return Some(format!("{tool} is missing (scripts/debian-packages)"));
         }
@@ -176,7 +174,11 @@ fi
         ));
         assert!(out.status.success(), "make install-files: {}", text(&out));
         let standin = build.join("examples/qmail-queue-standin");
-        assert!(standin.exists(), "{} is missing (cargo builds examples with the tests)", standin.display());
+        assert!(
+            standin.exists(),
+            "{} is missing (cargo builds examples with the tests)",
+            standin.display()
+        );
         let out = self.root(&format!(
             "set -e
 d={QMAILDIR}
@@ -258,7 +260,8 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
     /// `sendmail-overlimit ARGS` as `login`, the message on stdin.
     pub fn sendmail(&self, login: &str, args: &[&str], message: &[u8]) -> Done {
         let mut c = self.as_user(login, &[]);
-        c.arg(format!("{QMAILDIR}/bin/sendmail-overlimit")).args(args);
+        c.arg(format!("{QMAILDIR}/bin/sendmail-overlimit"))
+            .args(args);
         self.feed(c, message)
     }
 
@@ -273,7 +276,10 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
     pub fn total(&self, counter: &str) -> Option<u64> {
         let p = self.path(&format!("{QMAILDIR}/overlimit/{counter}"));
         let text = std::fs::read_to_string(p).ok()?;
-        text.lines().find_map(|l| l.strip_prefix("total "))?.parse().ok()
+        text.lines()
+            .find_map(|l| l.strip_prefix("total "))?
+            .parse()
+            .ok()
     }
 
     /// The raw text of a counter.
@@ -289,7 +295,10 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
             .map(|e| {
                 let d = e.unwrap().path();
                 let modified = std::fs::metadata(&d).unwrap().modified().unwrap();
-                let key = modified.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+                let key = modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64;
                 let args = std::fs::read(d.join("args")).unwrap_or_default();
                 let args = args
                     .split(|&b| b == 0)
@@ -300,7 +309,10 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
                     key,
                     Delivery {
                         args,
-                        uid: std::fs::read_to_string(d.join("uid")).unwrap_or_default().trim().to_string(),
+                        uid: std::fs::read_to_string(d.join("uid"))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
                         env: std::fs::read_to_string(d.join("env")).unwrap_or_default(),
                         message: std::fs::read(d.join("message")).unwrap_or_default(),
                     },
@@ -313,7 +325,11 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
 
     /// Recipients handed to the stand-in: the arguments after `--`.
     pub fn delivered_recipients(&self) -> usize {
-        self.deliveries().iter().map(Delivery::recipients).map(|r| r.len()).sum()
+        self.deliveries()
+            .iter()
+            .map(Delivery::recipients)
+            .map(|r| r.len())
+            .sum()
     }
 }
 
@@ -335,7 +351,11 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn recipients(&self) -> Vec<String> {
-        let at = self.args.iter().position(|a| a == "--").expect("no -- in the deliverer's arguments");
+        let at = self
+            .args
+            .iter()
+            .position(|a| a == "--")
+            .expect("no -- in the deliverer's arguments");
         self.args[at + 1..].to_vec()
     }
 }
@@ -362,8 +382,18 @@ pub fn wait_bounded(mut child: Child) -> Done {
             String::from_utf8_lossy(&s).into_owned()
         })
     };
-    let out = reader(child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|o| Box::new(o) as Box<dyn Read + Send>));
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
     let started = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
