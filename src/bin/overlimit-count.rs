@@ -107,21 +107,25 @@ fn run(caller: Caller) -> i32 {
         }
         Err(Stop::Broken(e)) => return internal(&format!("uid {}", caller.uid), e),
     };
-    let name = printable(&who.client.name());
     match request {
-        Request::Queue(_) => match count(&who, n) {
-            Ok(Counted::Yes { .. }) => {
-                println!("{name}");
-                0
-            }
-            Ok(Counted::No(code, why)) => {
-                println!("{why}");
-                code
-            }
-            Err(e) => internal(&name, e),
-        },
         Request::Submit(s) => submit(&who, caller, s),
-        Request::Help => unreachable!(),
+        _ => queue(&who, n),
+    }
+}
+
+/// `--queue N`: the answer on stdout, for qmail-queue-overlimit.
+fn queue(who: &Who, n: u64) -> i32 {
+    let name = printable(&who.client.name());
+    match count(who, n) {
+        Ok(Counted::Yes { .. }) => {
+            println!("{name}");
+            0
+        }
+        Ok(Counted::No(code, why)) => {
+            println!("{why}");
+            code
+        }
+        Err(e) => internal(&name, e),
     }
 }
 
@@ -467,7 +471,9 @@ fn environment(who: &Who) -> Vec<(&'static str, Vec<u8>)> {
 /// deliverer that queued the mail fail afterwards on a write.
 fn deliver(who: &Who, program: &Path, args: &[Vec<u8>], message: std::fs::File) -> i32 {
     let mut cmd = Command::new(program);
+    // From `/`: the caller's working directory may be closed to overlimit.
     cmd.env_clear()
+        .current_dir("/")
         .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
         .stdin(message)
         .stdout(Stdio::null())

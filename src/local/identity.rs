@@ -1,5 +1,6 @@
-//! Who is calling. The real uid is the one thing a site cannot choose: a
-//! setgid program keeps it, whatever the environment or arguments say.
+//! Who is calling, and who the privileged programs run as. The real uid is
+//! the one thing a site cannot choose: a set-id program keeps it, whatever
+//! the environment or arguments say.
 
 use crate::error::{fail, Internal};
 use std::path::Path;
@@ -10,16 +11,9 @@ pub fn real_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// True when a set-id bit gave this process ids its caller does not have:
-/// then nothing the caller controls (environment, inherited state) is trusted.
-pub fn privileged() -> bool {
-    // SAFETY: the get*id calls have no preconditions and cannot fail.
-    unsafe { libc::getuid() != libc::geteuid() || libc::getgid() != libc::getegid() }
-}
-
 /// The password file. It is read directly rather than through glibc's
 /// getpwuid: the programs are linked statically, where glibc loads NSS
-/// modules (systemd, sss, ldap) with dlopen, which can crash, and a setgid
+/// modules (systemd, sss, ldap) with dlopen, which can crash, and a set-id
 /// program is better off not loading modules at all.
 pub const PASSWD: &str = "/etc/passwd";
 
