@@ -378,7 +378,9 @@ fn every_recipient_postfix_queues_from_the_hostile_corpus_was_counted() {
     )));
     let null = format!(" uid={} from=<>", uid("overlimit"));
     assert!(
-        pf.log().lines().any(|l| l.contains("postfix/pickup") && l.contains(&null)),
+        pf.log()
+            .lines()
+            .any(|l| l.contains("postfix/pickup") && l.contains(&null)),
         "the null sender was not kept"
     );
 }

@@ -248,3 +248,41 @@ fn queue_front_off_puts_the_original_back() {
     assert_eq!(d.code, Some(0));
     assert_eq!(j.total("site1@localhost"), None);
 }
+
+#[test]
+fn a_low_file_size_limit_is_a_refusal_not_a_signal() {
+    let Some(j) = front() else { return };
+    let msg = vec![b'x'; 1 << 20];
+    let d = queue(&j, SITE, &[], &msg, &envelope("s", &["a@x"]));
+    assert_eq!(d.code, Some(0), "{d:?}");
+    // Run under prlimit through sh, so the limit holds for the front itself.
+    let (env_read, mut env_write) = std::io::pipe().unwrap();
+    let mut c = j.as_user(SITE, &[]);
+    c.args([
+        "prlimit",
+        "--fsize=65536:65536",
+        &format!("{QMAILDIR}/bin/qmail-queue"),
+    ]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(env_read))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(c);
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&msg);
+        drop(stdin);
+        let _ = env_write.write_all(&envelope("s", &["a@x"]));
+    });
+    let d = jail::wait_bounded(child);
+    let _ = writer.join();
+    assert_eq!(d.code, Some(53), "{d:?}");
+    assert!(
+        d.stderr
+            .contains("cannot buffer the message: File too large"),
+        "{d:?}"
+    );
+    assert_eq!(j.total("site1@localhost"), Some(1));
+}

@@ -17,6 +17,7 @@
 
 use overlimit::client::printable;
 use overlimit::local::identity::{self, ACCOUNT};
+use overlimit::local::privilege;
 use overlimit::local::{memory_file, COUNTER, PERMFAIL, QUEUE_ORIG, TEMPFAIL, UNCOUNTED};
 use overlimit::log;
 use std::fs::File;
@@ -32,6 +33,7 @@ const NAME: &str = "qmail-queue-overlimit";
 /// qmail-queue(8)'s exit codes that this front uses.
 const ADDRESS_TOO_LONG: i32 = 11;
 const REFUSED_FOR_GOOD: i32 = 31;
+const WRITE_ERROR: i32 = 53;
 const CANNOT_READ: i32 = 54;
 const REFUSED_FOR_NOW: i32 = 71;
 const BAD_ENVELOPE: i32 = 91;
@@ -51,6 +53,7 @@ fn refuse(code: i32, why: &str) -> i32 {
 }
 
 fn run() -> i32 {
+    privilege::raise_soft_limits();
     if let Err(why) = privileged() {
         return refuse(REFUSED_FOR_NOW, &format!("mail refused: {why}"));
     }
@@ -59,7 +62,7 @@ fn run() -> i32 {
     unsafe { libc::clearenv() };
     let message = match copy_message() {
         Ok(f) => f,
-        Err(e) => return refuse(CANNOT_READ, &format!("cannot read the message: {e}")),
+        Err((code, why)) => return refuse(code, &format!("{why}; nothing queued")),
     };
     let (envelope, recipients) = match read_envelope() {
         Ok(e) => e,
@@ -113,12 +116,23 @@ fn privileged() -> Result<(), String> {
 
 /// fd 0 copied into a memory file: all of it before the envelope is read, or
 /// a writer of a large message would block on fd 0 while this waited on fd 1.
-fn copy_message() -> std::io::Result<File> {
-    let mut out = memory_file(c"qmail-queue-overlimit-message")?;
+/// `Err`: the exit code (54 reading, 53 writing, as qmail-queue's) and why.
+fn copy_message() -> Result<File, (i32, String)> {
+    let write_error = |e: std::io::Error| (WRITE_ERROR, format!("cannot buffer the message: {e}"));
+    let mut out = memory_file(c"qmail-queue-overlimit-message").map_err(write_error)?;
     // SAFETY: fd 0 is the caller's; ManuallyDrop keeps it open for the rest.
     let mut input = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-    std::io::copy(&mut *input, &mut out)?;
-    out.rewind()?;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err((CANNOT_READ, format!("cannot read the message: {e}"))),
+        };
+        out.write_all(&buf[..n]).map_err(write_error)?;
+    }
+    out.rewind().map_err(write_error)?;
     Ok(out)
 }
 

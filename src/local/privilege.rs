@@ -121,7 +121,8 @@ fn drop_caller_ids(uid: u32, gid: u32) -> Result<(), String> {
 }
 
 /// Signals a terminal sends whoever owns it, whatever the uid: a site that
-/// runs the program on a pty could stop it from the keyboard otherwise.
+/// runs the program on a pty could stop it from the keyboard otherwise; and
+/// SIGPIPE and SIGXFSZ, so that a failed write is an error, not a death.
 fn ignore_terminal_signals() {
     for sig in [
         libc::SIGINT,
@@ -131,6 +132,7 @@ fn ignore_terminal_signals() {
         libc::SIGTTOU,
         libc::SIGHUP,
         libc::SIGPIPE,
+        libc::SIGXFSZ,
     ] {
         // SAFETY: SIG_IGN is a valid disposition for each of these.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
@@ -157,8 +159,11 @@ fn raise_limits() -> Result<(), String> {
 
 /// Every soft limit the program depends on raised to its hard limit: what an
 /// unprivileged caller may do for itself, so a low soft limit set by a site
-/// cannot kill the wrapper half-way (SIGXFSZ on the message buffer).
+/// cannot kill the wrapper or the queue front half-way; and SIGXFSZ ignored,
+/// so a hard file-size limit is a write error with a message, not a signal.
 pub fn raise_soft_limits() {
+    // SAFETY: SIG_IGN is a valid disposition for SIGXFSZ.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     for (resource, _, _) in NEEDED {
         raise_soft_limit(resource);
     }
