@@ -98,6 +98,7 @@ install-files:
 	  echo "  chown overlimit:overlimit $(QMAILDIR)/overlimit $(QMAILDIR)/bin/overlimit-count"; \
 	  echo "  chmod 2770 $(QMAILDIR)/overlimit; chmod 6755 $(QMAILDIR)/bin/overlimit-count"; \
 	  echo "  chown root:overlimit $(QMAILDIR)/bin/qmail-queue-overlimit; chmod 2711 $(QMAILDIR)/bin/qmail-queue-overlimit"; \
+	  echo "  chown root:root $(QMAILDIR)/control/overlimit-uncounted (and list qmail's daemon accounts in it)"; \
 	fi
 
 # The original qmail-queue is kept by a hard link (its owner and mode saved),
