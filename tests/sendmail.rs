@@ -5,10 +5,13 @@
 //! `QMAILDIR/bin/sendmail`. Every test checks the one invariant: what the
 //! deliverer was handed is exactly what was counted.
 
+mod common;
 #[path = "support/jail.rs"]
 mod jail;
 
+use common::{Run, Sandbox};
 use jail::{uid, Jail, QMAILDIR};
+use std::os::unix::fs::MetadataExt;
 
 const SITE: &str = "site1";
 
@@ -70,6 +73,29 @@ fn php_mail_is_handed_on_as_the_recipients_that_were_counted() {
         "{msg}"
     );
     assert!(!msg.contains("Bcc") && !msg.contains("more@"), "{msg}");
+}
+
+#[test]
+fn the_envelope_sender_is_the_callers_or_the_login() {
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
+    for (args, sender) in [
+        (&["a@x"][..], "site1"),
+        (&["--sender", "bounce@x", "a@x"], "bounce@x"),
+        (&["--sender", "bounce@x", "-f", "<me@x>", "a@x"], "me@x"),
+        (&["-f", "<>", "a@x"], ""),
+        (&["-r", "", "-F", "Web Site", "a@x"], ""),
+    ] {
+        assert_eq!(j.sendmail(SITE, args, b"\n").code, Some(0), "{args:?}");
+        let last = j.deliveries().pop().unwrap();
+        let f = last.args.iter().position(|a| a == "-f").unwrap();
+        assert_eq!(last.args[f + 1], sender, "{args:?}: {:?}", last.args);
+    }
+    assert_eq!(
+        j.sendmail(SITE, &["-f", "a b@x", "a@x"], b"\n").code,
+        Some(100)
+    );
 }
 
 #[test]
@@ -544,4 +570,36 @@ fn the_install_check_names_what_is_broken() {
         f.contains("mode 2777") && f.contains("nosuid") && f.contains("absolute path"),
         "{f}"
     );
+}
+
+#[test]
+fn counters_the_plugin_creates_are_group_writable_whatever_its_umask() {
+    // overlimit-count and the plug-in share counters through group overlimit.
+    let s = Sandbox::with_limits(":100\n");
+    let plugin = Run::new("/bin/sh")
+        .args(&["-c", "umask 077; exec \"$0\"", common::PLUGIN])
+        .env("RELAYLIMITS", s.control())
+        .env("OVERLIMITDIR", s.dir())
+        .env("RELAYCLIENT", "")
+        .env("TCPREMOTEIP", "192.0.2.7");
+    assert_eq!(plugin.code(), 112);
+    let mode = std::fs::metadata(s.dir().join("192.0.2.7")).unwrap().mode();
+    assert_eq!(mode & 0o770, 0o660, "mode {mode:o}");
+}
+
+#[test]
+fn the_example_senders_file_means_what_its_comments_say() {
+    use overlimit::local::senders::for_login;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("control-examples/overlimit-senders");
+    let mut notes = Vec::new();
+    let web1 = for_login(&path, b"web1", &mut notes).unwrap();
+    assert_eq!(web1.default_name(b"web1"), b"info@example.com");
+    assert!(web1.allows(b"web1", b"newsletter@example.com"));
+    assert!(!web1.allows(b"web1", b"web1@localhost"));
+    let www = for_login(&path, b"www-data", &mut notes).unwrap();
+    assert_eq!(www.default_name(b"www-data"), b"www-data@localhost");
+    assert!(www.allows(b"www-data", b"www.example.org@localhost"));
+    assert!(!www.allows(b"www-data", b"info@example.com"));
+    assert!(notes.is_empty(), "{notes:?}");
 }

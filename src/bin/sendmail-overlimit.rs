@@ -115,8 +115,12 @@ fn run() -> i32 {
 /// `-f`/`-r` as given (empty is `<>`), else `--sender`, else the login.
 fn sender(args: &Args) -> Result<Vec<u8>, (i32, String)> {
     if let Some(s) = args.sender.as_ref().or(args.default_sender.as_ref()) {
+        // `-f '<a@x>'` as sendmail takes it; `<>` is the null sender.
         let s = s.trim_ascii();
-        let s = if s == b"<>" { &b""[..] } else { s };
+        let s = match s.strip_prefix(b"<").and_then(|s| s.strip_suffix(b">")) {
+            Some(inner) => inner,
+            None => s,
+        };
         if !s.is_empty() && !address::atomic(s) {
             let why = format!("sender \"{}\" is not one plain address", printable(s));
             return Err((PERMFAIL, why));

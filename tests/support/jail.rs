@@ -300,10 +300,10 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
                     .unwrap()
                     .as_nanos() as u64;
                 let args = std::fs::read(d.join("args")).unwrap_or_default();
+                // Each argument ends in a NUL: empty ones are kept.
                 let args = args
-                    .split(|&b| b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .split_inclusive(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(&a[..a.len() - 1]).into_owned())
                     .collect();
                 (
                     key,
