@@ -603,3 +603,26 @@ fn the_example_senders_file_means_what_its_comments_say() {
     assert!(!www.allows(b"www-data", b"info@example.com"));
     assert!(notes.is_empty(), "{notes:?}");
 }
+
+#[test]
+fn timers_and_pending_signals_a_site_leaves_behind_do_not_reach_the_counter() {
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
+    // alarm(1) armed before the exec, and a blocked SIGTERM left pending;
+    // the message arrives after the alarm would have fired.
+    let script = format!(
+        "(sleep 1.5; printf 'Subject: late\\n\\nx\\n') | perl -MPOSIX -e '
+            sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGTERM, SIGUSR1));
+            kill TERM => $$; kill USR1 => $$; alarm 1; exec @ARGV or exit 99' \
+         {QMAILDIR}/bin/overlimit-count --submit -f site1 -- a@x; echo exit=$?"
+    );
+    let mut c = j.as_user(SITE, &[]);
+    c.args(["sh", "-c", &script]);
+    let d = j.feed(c, b"");
+    assert_eq!(d.stdout, "exit=0\n", "{d:?}");
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (1, Some(1))
+    );
+}

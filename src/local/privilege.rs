@@ -7,8 +7,9 @@
 //! resource limits, signal dispositions, a controlling terminal. `enter`
 //! takes each back: descriptors 0-2 open, the caller's uid gone from the
 //! real, effective and saved ids (the kernel then refuses the caller's
-//! signals and ptrace), the terminal's signals ignored, a fixed environment,
-//! soft limits raised to the hard ones and the hard ones checked. When the
+//! signals and ptrace), the terminal's signals ignored, inherited timers and
+//! signal mask cleared, idle scheduling undone, a fixed environment, soft
+//! limits raised to the hard ones and the hard ones checked. When the
 //! set-id bits are not in effect (never installed, a `nosuid` mount,
 //! `no_new_privs`, a tracer) it refuses, naming the fix: counting as the
 //! caller would let the caller stop the counter while it holds a lock.
@@ -74,6 +75,8 @@ pub fn enter() -> Result<Caller, String> {
     }
     drop_caller_ids(want_uid, want_gid)?;
     ignore_terminal_signals();
+    clear_inherited_timers_and_mask();
+    undo_idle_scheduling();
     // SAFETY: single-threaded here; nothing holds pointers into the
     // environment. The umask keeps counters writable by group overlimit,
     // which the SMTP plug-in writes them through.
@@ -136,6 +139,84 @@ fn ignore_terminal_signals() {
     ] {
         // SAFETY: SIG_IGN is a valid disposition for each of these.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// Interval timers, pending signals and the signal mask survive `execve`: a
+/// caller could arm `alarm(1)` to have the counter killed at a moment of its
+/// choosing, or leave a blocked signal pending. The timers are cancelled,
+/// every pending signal discarded (setting SIG_IGN does that), and the mask
+/// emptied.
+fn clear_inherited_timers_and_mask() {
+    // Left alone: SIGKILL and SIGSTOP (no one can catch them), SIGSEGV and
+    // SIGBUS (the runtime's stack-overflow handler; a sent one is harmless).
+    // Put back to the default after the discard: what the program needs
+    // (SIGCHLD for waiting on the deliverer) or what reports a fault.
+    const KEEP: [libc::c_int; 4] = [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS];
+    const DEFAULT: [libc::c_int; 7] = [
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGFPE,
+        libc::SIGILL,
+        libc::SIGTRAP,
+        libc::SIGABRT,
+        libc::SIGSYS,
+    ];
+    for sig in 1..=libc::SIGRTMAX() {
+        if KEEP.contains(&sig) || (32..libc::SIGRTMIN()).contains(&sig) {
+            continue;
+        }
+        // SAFETY: SIG_IGN and SIG_DFL are valid for every signal but those kept.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+            if DEFAULT.contains(&sig) {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+    let zero = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+    };
+    // SAFETY: setitimer and sigprocmask with structs we own; an empty set
+    // from sigemptyset.
+    unsafe {
+        for which in [libc::ITIMER_REAL, libc::ITIMER_VIRTUAL, libc::ITIMER_PROF] {
+            libc::setitimer(which, &zero, std::ptr::null_mut());
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
+/// The scheduling class and I/O class survive `execve` too: under SCHED_IDLE
+/// or the idle I/O class the counter would hold a lock for as long as the
+/// machine is busy. Both go back to the defaults where the kernel lets an
+/// unprivileged process (it does for these); a nice value cannot be undone
+/// and costs little for the microseconds a lock is held.
+fn undo_idle_scheduling() {
+    const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+    const IOPRIO_CLASS_BE: libc::c_int = 2;
+    const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain system calls on this process; failures leave it as it was.
+    unsafe {
+        if libc::sched_getscheduler(0) != libc::SCHED_OTHER {
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+        }
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 4,
+        );
     }
 }
 
