@@ -626,3 +626,61 @@ fn timers_and_pending_signals_a_site_leaves_behind_do_not_reach_the_counter() {
         (1, Some(1))
     );
 }
+
+/// A cgroup v2 directory made for one test and removed after it.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Empty by now: the one process put in it has exited.
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Where cgroup v2 is mounted on the host, if anywhere writable.
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let f: Vec<&str> = left.split(' ').collect();
+        (right.starts_with("cgroup2 ") && f.get(3) == Some(&"/")).then(|| f[4].into())
+    })
+}
+
+#[test]
+fn a_site_that_controls_the_counters_cgroup_is_refused() {
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
+    let Some(top) = cgroup2_mount() else {
+        jail::skip("no cgroup v2 mount");
+        return;
+    };
+    let dir = top.join(format!("overlimit-test-{}", std::process::id()));
+    if std::fs::create_dir(&dir).is_err() {
+        jail::skip(&format!("cannot create {}", dir.display()));
+        return;
+    }
+    let cg = TestCgroup(dir);
+    let site = uid(SITE);
+    // Delegated as systemd delegates a user's cgroup: the directory and its
+    // control files owned by the site. Root moves itself in, then becomes
+    // the site and runs the wrapper.
+    let d = cg.0.display();
+    let script = format!(
+        "chown -R {site}:{site} {d} && echo $$ > {d}/cgroup.procs && exec setpriv --reuid={site} \
+         --regid={site} --clear-groups -- {QMAILDIR}/bin/sendmail-overlimit a@x"
+    );
+    let mut c = j.command();
+    c.args(["sh", "-c", &script]);
+    let out = j.feed(c, b"\n");
+    assert_eq!(out.code, Some(111), "{out:?}");
+    assert!(
+        out.stderr.contains("runs in a cgroup the caller controls"),
+        "{out:?}"
+    );
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (0, None)
+    );
+}
