@@ -13,22 +13,24 @@
 //! itself) changes a path, the deliverer, monitor mode or failing closed:
 //! any internal error refuses the mail.
 
-use overlimit::admit::{self, Admission, Full, Target};
+use overlimit::admit::{self, Target};
 use overlimit::client::{printable, Client};
 use overlimit::config::{self, DEFAULT_CONTROL, DEFAULT_DIR};
 use overlimit::error::Internal;
+use overlimit::local::deliverer::Invocation;
 use overlimit::local::privilege::{self, Caller};
 use overlimit::local::senders::{self, DEFAULT_SENDERS};
-use overlimit::local::{address, deliverer, identity, memory_file, message, read_message, syslog};
+use overlimit::local::{
+    address, deliverer, identity, memory_file, message, read_message, refusal, syslog,
+};
 use overlimit::local::{PERMFAIL, TEMPFAIL};
 use overlimit::log;
 use overlimit::lookup;
 use overlimit::store::LOCK_WAIT;
 use std::ffi::{CStr, OsString};
 use std::io::{Seek, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const NAME: &str = "overlimit-count";
@@ -290,7 +292,8 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
         return Ok(Counted::Yes { targets, at });
     }
     let name = printable(&who.client.name());
-    let full = refusal(who, &result, n, at, false);
+    let own = who.client.name();
+    let full = refusal::describe(&result.full, &own, who.shared, n, at, false);
     syslog(
         IDENT,
         libc::LOG_WARNING,
@@ -300,52 +303,11 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
     let code = if never { PERMFAIL } else { TEMPFAIL };
     Ok(Counted::No(
         code,
-        format!("refused {name}: {}", refusal(who, &result, n, at, true)),
+        format!(
+            "refused {name}: {}",
+            refusal::describe(&result.full, &own, who.shared, n, at, true)
+        ),
     ))
-}
-
-/// The limits without room. For the caller (`for_caller`), a counter it may
-/// share with others is named but its count and limit are not shown.
-fn refusal(who: &Who, result: &Admission, n: u64, now: u64, for_caller: bool) -> String {
-    let own = who.client.name();
-    let parts: Vec<String> = result
-        .full
-        .iter()
-        .map(|f| {
-            let hidden = for_caller && (who.shared || f.label != own);
-            describe(f, n, now, hidden, f.label != own)
-        })
-        .collect();
-    parts.join("; ")
-}
-
-fn describe(f: &Full, n: u64, now: u64, hidden: bool, other: bool) -> String {
-    let whose = if other {
-        format!("{} ", printable(&f.label))
-    } else {
-        String::new()
-    };
-    if hidden {
-        return if n > f.item.max {
-            format!("{whose}shared limit is below the message's {n} recipients")
-        } else {
-            format!("{whose}shared limit reached")
-        };
-    }
-    if n > f.item.max {
-        return format!(
-            "{whose}limit {} is below the message's {n} recipients",
-            f.item
-        );
-    }
-    let room = match f.room_at {
-        Some(t) => format!("room in {}", log::duration(t.saturating_sub(now).max(1))),
-        None => "until reset".to_string(),
-    };
-    format!(
-        "{whose}limit {} reached ({} counted, {n} asked; {room})",
-        f.item, f.count
-    )
 }
 
 /// An internal error refuses the mail: on this path nothing passes uncounted.
@@ -360,7 +322,7 @@ fn internal(name: &str, e: Internal) -> i32 {
 fn submit(who: &Who, caller: Caller, s: Submit) -> i32 {
     let name = printable(&who.client.name());
     let prepared = prepare(who, caller, &s);
-    let (program, args, file, subject) = match prepared {
+    let (call, file, subject) = match prepared {
         Ok(p) => p,
         Err(Stop::Refused(code, why)) => return refuse(code, &format!("{why}; nothing sent")),
         Err(Stop::Broken(e)) => return internal(&name, e),
@@ -379,7 +341,13 @@ fn submit(who: &Who, caller: Caller, s: Submit) -> i32 {
         caller.uid,
         if n == 1 { "" } else { "s" }
     );
-    let code = deliver(who, &program, &args, file);
+    let code = match call.run(file) {
+        Ok(code) => code,
+        Err(e) => {
+            log::line(NAME, &e.to_string());
+            TEMPFAIL
+        }
+    };
     if code == 0 {
         syslog(IDENT, libc::LOG_INFO, &format!("counted {name}: {what}"));
         return 0;
@@ -394,12 +362,12 @@ fn submit(who: &Who, caller: Caller, s: Submit) -> i32 {
         code,
         &format!(
             "{} failed (exit {code}); {name}: {what}, {back}",
-            program.display()
+            call.program.display()
         ),
     )
 }
 
-type Prepared = (std::path::PathBuf, Vec<Vec<u8>>, std::fs::File, String);
+type Prepared = (Invocation, std::fs::File, String);
 
 /// Everything that can fail before counting: the deliverer, the message, the
 /// argument list. A message that cannot be sent is never counted.
@@ -432,66 +400,14 @@ fn prepare(who: &Who, caller: Caller, s: &Submit) -> Result<Prepared, Stop> {
     file.write_all(&msg)
         .and_then(|()| file.rewind())
         .map_err(|e| Internal(format!("cannot buffer the message: {e}")))?;
-    let mut args: Vec<Vec<u8>> = Vec::with_capacity(s.recipients.len() + 6);
-    if s.ignore_dots {
-        args.push(b"-i".to_vec());
-    }
-    args.extend([b"-f".to_vec(), s.sender.clone()]);
-    if let Some(f) = &s.full_name {
-        args.extend([b"-F".to_vec(), f.clone()]);
-    }
-    args.push(b"--".to_vec());
-    args.extend(s.recipients.iter().cloned());
-    let argv: Vec<&[u8]> = std::iter::once(program.as_os_str().as_bytes())
-        .chain(args.iter().map(Vec::as_slice))
-        .collect();
-    let env = environment(who);
-    let env: Vec<Vec<u8>> = env
-        .iter()
-        .map(|(k, v)| [k.as_bytes(), b"=", v].concat())
-        .collect();
-    let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
-    deliverer::fits_exec(&argv, &env)?;
-    Ok((program, args, file, subject))
-}
-
-/// The deliverer's whole environment: a fixed PATH, and the caller's login
-/// for qmail-inject's default From.
-fn environment(who: &Who) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        ("PATH", privilege::PATH.as_bytes().to_vec()),
-        ("USER", who.login.clone()),
-        ("LOGNAME", who.login.clone()),
-    ]
-}
-
-/// Runs the deliverer and waits: its exit code, or 111 when it could not
-/// start, died of a signal, or answered 75 (which PHP 8.5 takes for success).
-/// Its stderr is relayed, so a caller that closed its own cannot make a
-/// deliverer that queued the mail fail afterwards on a write.
-fn deliver(who: &Who, program: &Path, args: &[Vec<u8>], message: std::fs::File) -> i32 {
-    let mut cmd = Command::new(program);
-    // From `/`: the caller's working directory may be closed to overlimit.
-    cmd.env_clear()
-        .current_dir("/")
-        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
-        .stdin(message)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in environment(who) {
-        cmd.env(k, std::ffi::OsStr::from_bytes(&v));
-    }
-    let out = match cmd.output() {
-        Ok(o) => o,
-        Err(e) => {
-            log::line(NAME, &format!("cannot run {}: {e}", program.display()));
-            return TEMPFAIL;
-        }
-    };
-    let _ = std::io::stderr().write_all(&out.stderr);
-    match out.status.code() {
-        Some(0) => 0,
-        Some(75) | None => TEMPFAIL,
-        Some(code) => code,
-    }
+    let call = Invocation::new(
+        program,
+        s.ignore_dots,
+        &s.sender,
+        s.full_name.as_deref(),
+        &s.recipients,
+        &who.login,
+    );
+    call.fits()?;
+    Ok((call, file, subject))
 }

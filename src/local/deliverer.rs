@@ -81,3 +81,83 @@ pub fn fits_exec(args: &[&[u8]], env: &[&[u8]]) -> Result<(), Internal> {
     }
     Ok(())
 }
+
+/// One run of the deliverer, with the argument list and environment this
+/// program builds itself: `DELIVERER [-i] -f SENDER [-F FULLNAME] -- RCPT...`
+/// (never `-t`), PATH and the caller's login as USER and LOGNAME (for
+/// qmail-inject's default From).
+pub struct Invocation {
+    pub program: PathBuf,
+    args: Vec<Vec<u8>>,
+    env: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Invocation {
+    pub fn new(
+        program: PathBuf,
+        ignore_dots: bool,
+        sender: &[u8],
+        full_name: Option<&[u8]>,
+        recipients: &[Vec<u8>],
+        login: &[u8],
+    ) -> Invocation {
+        let mut args: Vec<Vec<u8>> = Vec::with_capacity(recipients.len() + 6);
+        if ignore_dots {
+            args.push(b"-i".to_vec());
+        }
+        args.extend([b"-f".to_vec(), sender.to_vec()]);
+        if let Some(f) = full_name {
+            args.extend([b"-F".to_vec(), f.to_vec()]);
+        }
+        args.push(b"--".to_vec());
+        args.extend(recipients.iter().cloned());
+        let env = vec![
+            ("PATH", super::privilege::PATH.as_bytes().to_vec()),
+            ("USER", login.to_vec()),
+            ("LOGNAME", login.to_vec()),
+        ];
+        Invocation { program, args, env }
+    }
+
+    /// Whether `execve` will take it (checked before counting).
+    pub fn fits(&self) -> Result<(), Internal> {
+        let argv: Vec<&[u8]> = std::iter::once(self.program.as_os_str().as_bytes())
+            .chain(self.args.iter().map(Vec::as_slice))
+            .collect();
+        let env: Vec<Vec<u8>> = self
+            .env
+            .iter()
+            .map(|(k, v)| [k.as_bytes(), b"=", v].concat())
+            .collect();
+        let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
+        fits_exec(&argv, &env)
+    }
+
+    /// Runs the deliverer on `message` and waits: its exit code, or 111 when
+    /// it died of a signal or answered 75 (which PHP 8.5 takes for success);
+    /// `Err` when it could not start. Its stderr is relayed, so a caller that
+    /// closed its own cannot make a deliverer that queued the mail fail
+    /// afterwards on a write.
+    pub fn run(&self, message: std::fs::File) -> Result<i32, Internal> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(&self.program);
+        // From `/`: the caller's working directory may be closed to overlimit.
+        cmd.env_clear()
+            .current_dir("/")
+            .args(self.args.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+            .stdin(message)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, std::ffi::OsStr::from_bytes(v));
+        }
+        let out = cmd.output().map_err(|e| fail("run", &self.program, e))?;
+        let _ = std::io::stderr().write_all(&out.stderr);
+        Ok(match out.status.code() {
+            Some(0) => 0,
+            Some(75) | None => super::TEMPFAIL,
+            Some(code) => code,
+        })
+    }
+}

@@ -11,16 +11,20 @@
 //! - `identity`: the calling account, from the real uid;
 //! - `senders`: the administrator's map from accounts to client names;
 //! - `privilege`: becoming `overlimit` wholly, the caller's state taken back;
-//! - `deliverer`: the administrator's real sendmail;
+//! - `cgroup`: whether the caller controls the counter's cgroup;
+//! - `deliverer`: the administrator's real sendmail, and one run of it;
+//! - `refusal`: how a refusal reads, for the caller and for the log;
 //! - `install`: what `overlimit check` reports about a broken install.
 
 pub mod address;
 pub mod args;
+pub mod cgroup;
 pub mod deliverer;
 pub mod identity;
 pub mod install;
 pub mod message;
 pub mod privilege;
+pub mod refusal;
 pub mod senders;
 
 use std::ffi::CString;
