@@ -684,3 +684,59 @@ fn a_site_that_controls_the_counters_cgroup_is_refused() {
         (0, None)
     );
 }
+
+/// A deliverer that behaves as Postfix's postdrop does once it has queued
+/// the message: it catches SIGINT, whatever it inherited, and exits with
+/// the signal's number, so that its caller reports failure. It says where it
+/// is, then waits.
+const QUEUES_THEN_CATCHES_INT: &str = "#!/usr/bin/perl
+$SIG{INT} = sub { exit 2 };
+open(my $f, '>', '/var/qmail/deliveries/queued') or die;
+close $f;
+select(undef, undef, undef, 1);
+exit 0;
+";
+
+#[test]
+fn the_sites_terminal_cannot_interrupt_the_deliverer_after_it_queued() {
+    use std::io::Write;
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
+    let deliverer = format!("{QMAILDIR}/bin/queues-then-catches-int");
+    let p = j.path(&deliverer);
+    std::fs::write(&p, QUEUES_THEN_CATCHES_INT).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    j.control("overlimit-sendmail", &format!("{deliverer}\n"));
+    // The site runs the wrapper on a terminal of its own (script's pty, its
+    // controlling terminal) and types ^C once the message is queued: the
+    // terminal signals its foreground process group, whatever the uids. Its
+    // own shell ignores the ^C, to report how the wrapper ended.
+    let mut c = j.as_user(SITE, &[]);
+    c.args([
+        "script",
+        "-qec",
+        &format!(
+            "trap '' INT; printf '\\n' | {QMAILDIR}/bin/sendmail-overlimit -i a@x; echo exit=$?"
+        ),
+        "/dev/null",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut keyboard = child.stdin.take().unwrap();
+    let queued = j.path(&format!("{QMAILDIR}/deliveries/queued"));
+    let started = std::time::Instant::now();
+    while !queued.exists() {
+        assert!(started.elapsed() < jail::HANG, "the deliverer never ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    keyboard.write_all(b"\x03").unwrap();
+    keyboard.flush().unwrap();
+    let d = jail::wait_bounded(child);
+    drop(keyboard);
+    assert!(d.stdout.contains("exit=0"), "{d:?}");
+    // Queued, so counted: no refund.
+    assert_eq!(j.total("site1@localhost"), Some(1), "{d:?}");
+}

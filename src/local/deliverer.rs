@@ -138,10 +138,28 @@ impl Invocation {
     /// `Err` when it could not start. Its stderr is relayed, so a caller that
     /// closed its own cannot make a deliverer that queued the mail fail
     /// afterwards on a write.
+    ///
+    /// It runs in a session of its own, without a controlling terminal: a
+    /// terminal signals its foreground process group whatever the uids, and
+    /// Postfix's postdrop catches SIGINT even when it inherits it ignored, so
+    /// a site typing ^C on its own terminal just after postdrop queued the
+    /// message would make the deliverer fail, and the queued recipients be
+    /// given back.
     pub fn run(&self, message: std::fs::File) -> Result<i32, Internal> {
         use std::io::Write;
+        use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
         let mut cmd = Command::new(&self.program);
+        // SAFETY: setsid is async-signal-safe and touches no memory; in the
+        // child it cannot fail (a fresh child leads no process group).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         // From `/`: the caller's working directory may be closed to overlimit.
         cmd.env_clear()
             .current_dir("/")
