@@ -740,3 +740,27 @@ fn the_sites_terminal_cannot_interrupt_the_deliverer_after_it_queued() {
     // Queued, so counted: no refund.
     assert_eq!(j.total("site1@localhost"), Some(1), "{d:?}");
 }
+
+#[test]
+fn the_sites_descriptors_do_not_reach_the_counter_or_the_deliverer() {
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
+    // A site hands over descriptors of its own: one open file, and enough
+    // more that the counter would start with almost none free.
+    let script = format!(
+        "exec 7</etc/hostname; i=20; while [ $i -lt 1000 ]; do eval \"exec $i</dev/null\"; i=$((i+1)); done
+exec prlimit --nofile=1024:1024 {QMAILDIR}/bin/sendmail-overlimit -i a@x"
+    );
+    let mut c = j.as_user(SITE, &[]);
+    c.args(["bash", "-c", &script]);
+    let d = j.feed(c, b"Subject: fds\n\nx\n");
+    assert_eq!(d.code, Some(0), "{d:?}");
+    let fds = &j.deliveries()[0].fds;
+    let leaked: Vec<&i32> = fds
+        .iter()
+        .filter(|&&fd| fd == 7 || (20..1000).contains(&fd))
+        .collect();
+    assert_eq!(leaked.len(), 0, "the site's descriptors reached the deliverer");
+    assert_eq!(j.total("site1@localhost"), Some(1));
+}

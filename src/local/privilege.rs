@@ -5,11 +5,13 @@
 //!
 //! A site controls everything it hands to `execve`: descriptors, environment,
 //! resource limits, signal dispositions, a controlling terminal. `enter`
-//! takes each back: descriptors 0-2 open, the caller's uid gone from the
-//! real, effective and saved ids (the kernel then refuses the caller's
-//! signals and ptrace), the terminal's signals ignored, inherited timers and
-//! signal mask cleared, idle scheduling undone, a fixed environment, soft
-//! limits raised to the hard ones and the hard ones checked. When the
+//! takes each back: descriptors 0-2 open and no other, the caller's uid
+//! gone from the real, effective and saved ids (the kernel then refuses the
+//! caller's signals and ptrace), the terminal's signals ignored, inherited
+//! timers and signal mask cleared, idle scheduling undone, a fixed
+//! environment, soft limits raised to the hard ones and the hard ones
+//! checked; the deliverer later runs in a session of its own, away from the
+//! caller's terminal (`deliverer::Invocation::run`). When the
 //! set-id bits are not in effect (never installed, a `nosuid` mount,
 //! `no_new_privs`, a tracer) it refuses, naming the fix: counting as the
 //! caller would let the caller stop the counter while it holds a lock.
@@ -99,8 +101,15 @@ pub fn enter() -> Result<Caller, String> {
 }
 
 /// Descriptors 0-2 open on /dev/null where closed: else a counter opened
-/// later could become stderr, and a diagnostic would land in it.
+/// later could become stderr, and a diagnostic would land in it. Every
+/// other descriptor the caller left open is closed: the program and the
+/// deliverer it runs as `overlimit` start with none of the site's files,
+/// and the full descriptor table a site can hand over (its hard limit less
+/// a few) does not make them fail half-way.
 fn open_standard_descriptors() {
+    // SAFETY: close_range on descriptor numbers; nothing in this process
+    // holds a descriptor above 2 yet (the runtime opens none before main).
+    unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
     for fd in 0..3 {
         // SAFETY: fcntl and open on descriptor numbers and a literal path;
         // open returns the lowest free descriptor, which is `fd`.

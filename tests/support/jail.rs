@@ -190,6 +190,7 @@ mkdir $d
 for a in \"$@\"; do printf '%s\\0' \"$a\"; done > $d/args
 id -u > $d/uid
 env > $d/env
+ls /proc/$$/fd > $d/fds
 cat > $d/message
 exit $(cat {QMAILDIR}/deliverer-exit 2>/dev/null || echo 0)
 EOF
@@ -287,7 +288,7 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
         std::fs::read_to_string(self.path(&format!("{QMAILDIR}/overlimit/{counter}"))).ok()
     }
 
-    /// Every delivery the stand-in sendmail recorded: (args, uid, env, message).
+    /// Every delivery the stand-in sendmail recorded: args, uid, env, descriptors, message.
     pub fn deliveries(&self) -> Vec<Delivery> {
         let dir = self.path(&format!("{QMAILDIR}/deliveries"));
         let mut v: Vec<(u64, Delivery)> = std::fs::read_dir(dir)
@@ -314,6 +315,11 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
                             .trim()
                             .to_string(),
                         env: std::fs::read_to_string(d.join("env")).unwrap_or_default(),
+                        fds: std::fs::read_to_string(d.join("fds"))
+                            .unwrap_or_default()
+                            .lines()
+                            .filter_map(|l| l.parse().ok())
+                            .collect(),
                         message: std::fs::read(d.join("message")).unwrap_or_default(),
                     },
                 )
@@ -346,6 +352,8 @@ pub struct Delivery {
     pub args: Vec<String>,
     pub uid: String,
     pub env: String,
+    /// The descriptors the stand-in had open (its shell's script among them).
+    pub fds: Vec<i32>,
     pub message: Vec<u8>,
 }
 
