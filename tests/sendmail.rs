@@ -761,6 +761,10 @@ exec prlimit --nofile=1024:1024 {QMAILDIR}/bin/sendmail-overlimit -i a@x"
         .iter()
         .filter(|&&fd| fd == 7 || (20..1000).contains(&fd))
         .collect();
-    assert_eq!(leaked.len(), 0, "the site's descriptors reached the deliverer");
+    assert_eq!(
+        leaked.len(),
+        0,
+        "the site's descriptors reached the deliverer"
+    );
     assert_eq!(j.total("site1@localhost"), Some(1));
 }

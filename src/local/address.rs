@@ -25,7 +25,8 @@ fn is_atext(b: u8) -> bool {
 }
 
 /// One address, ready to be one argument of the real sendmail: a dot-atom
-/// local part, optionally `@` and a dot-atom domain or a `[literal]`.
+/// local part, optionally `@` and a dot-atom domain or an address literal
+/// (`[192.0.2.1]`, `[IPv6:2001:db8::1]`).
 pub fn atomic(addr: &[u8]) -> bool {
     if addr.is_empty() || addr.len() > MAX_ADDRESS || addr[0] == b'-' {
         return false;
@@ -36,9 +37,11 @@ pub fn atomic(addr: &[u8]) -> bool {
     };
     let domain_ok = match domain {
         None => true,
+        // An address literal (IPv4, `IPv6:...`, `tag:...`) needs letters,
+        // digits, `.`, `:` and `-`; nothing that could end it or split it.
         Some(d) if d.starts_with(b"[") && d.ends_with(b"]") && d.len() > 2 => d[1..d.len() - 1]
             .iter()
-            .all(|&b| b.is_ascii_graphic() && !b"[]\\".contains(&b)),
+            .all(|&b| b.is_ascii_alphanumeric() || b".:-".contains(&b)),
         Some(d) => dot_atom(d),
     };
     dot_atom(local) && domain_ok
@@ -363,5 +366,30 @@ mod tests {
             assert!(!atomic(worse.as_bytes()), "{worse:?}");
         }
         assert!(!atomic(&[b'a'; MAX_ADDRESS + 1]));
+    }
+
+    #[test]
+    fn a_domain_literal_holds_nothing_an_mta_could_read_as_a_list() {
+        // Postfix reads `[...]` as one token; qmail-inject's reading of a
+        // comma, quote, parenthesis or angle bracket inside one is not worth
+        // finding out: an address literal needs none of them.
+        for worse in [
+            "a@[1,b@evil.example]",
+            "a@[x(y]",
+            "a@[x\"y]",
+            "a@[x;y]",
+            "a@[x<y>]",
+            "a@[x@y]",
+            "a@[]",
+        ] {
+            assert!(!atomic(worse.as_bytes()), "{worse:?}");
+        }
+        for good in [
+            "u@[192.0.2.1]",
+            "u@[IPv6:2001:db8::1]",
+            "u@[IPv6:::ffff:192.0.2.1]",
+        ] {
+            assert!(atomic(good.as_bytes()), "{good}");
+        }
     }
 }
