@@ -5,7 +5,9 @@
 //! /etc/postfix so that /usr/sbin/sendmail (the deliverer named in
 //! control/overlimit-sendmail) and postdrop use it. Postfix is configured as
 //! the README says: `authorized_submit_users = root, overlimit`, so a site
-//! that runs Postfix's sendmail or postdrop itself is refused.
+//! that runs Postfix's sendmail or postdrop itself is refused, and
+//! `forward_path =`, so a site's `~/.forward` cannot fan one counted message
+//! out to uncounted recipients.
 //!
 //! A corpus of hostile argument lists and messages goes through the wrapper;
 //! Postfix's own log then says how many recipients were queued (qmgr's
@@ -53,6 +55,16 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
+/// Debian's Postfix installation files (meta_directory, /etc/postfix).
+const META_FILES: [&str; 6] = [
+    "postfix-files",
+    "postfix-files.d",
+    "dynamicmaps.cf",
+    "dynamicmaps.cf.d",
+    "postfix-script",
+    "post-install",
+];
+
 /// Why the test cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
     if !Path::new(POSTFIX).exists() {
@@ -67,7 +79,8 @@ struct Postfix {
 }
 
 impl Postfix {
-    fn start() -> Postfix {
+    /// The private instance's files; started by `start`, in the jail.
+    fn configure() -> Postfix {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -100,9 +113,24 @@ default_transport = error:this test sends no mail out
 # Only the wrapper's privileged part (and root) may submit: a site that
 # runs sendmail or postdrop itself is refused.
 authorized_submit_users = root, overlimit
+# No site-written forward files: local(8) would resend each message a site
+# receives to every address in its ~/.forward, past any count.
+forward_path =
 "
         );
         std::fs::write(pf.root.join("etc/main.cf"), main_cf).unwrap();
+        // The private configuration hides /etc/postfix in the jail: the
+        // files `postfix start` checks the installation against come along.
+        let copy = Command::new("cp")
+            .arg("-r")
+            .args(META_FILES.map(|f| format!("/etc/postfix/{f}")))
+            .arg(pf.root.join("etc"))
+            .status()
+            .unwrap();
+        assert!(
+            copy.success(),
+            "copying Postfix's installation files failed"
+        );
         std::fs::write(pf.root.join("etc/master.cf"), MASTER_CF).unwrap();
         // Postfix wants its data directory for itself; local delivery writes
         // mailboxes as each recipient.
@@ -117,13 +145,24 @@ authorized_submit_users = root, overlimit
             std::fs::Permissions::from_mode(0o1777),
         )
         .unwrap();
-        let out = pf.postfix(&["start"]);
+        pf
+    }
+
+    /// Starts the instance inside the jail's mount namespace: local(8) then
+    /// finds the jail's accounts, as it would find the sites' on a server.
+    fn start(&self, j: &Jail) {
+        let out = j
+            .command()
+            .args([POSTFIX, "-c"])
+            .arg(self.config())
+            .arg("start")
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "postfix start: {}",
-            pf.diagnostics(&out)
+            self.diagnostics(&out)
         );
-        pf
     }
 
     fn config(&self) -> PathBuf {
@@ -244,8 +283,9 @@ fn setup(limits: &str) -> Option<(Postfix, Jail)> {
         jail::skip(&why);
         return None;
     }
-    let pf = Postfix::start();
+    let pf = Postfix::configure();
     let j = Jail::with_mounts(&[(&pf.config(), "/etc/postfix")])?;
+    pf.start(&j);
     j.control("overlimit-sendmail", "/usr/sbin/sendmail\n");
     j.control("relaylimits", limits);
     Some((pf, j))
@@ -462,4 +502,40 @@ fn a_site_and_an_smtp_user_sharing_one_name_stop_at_one_limit() {
     );
     assert_eq!(pf.settle(uid("overlimit"), 1), [2]);
     assert!(pf.mailbox("nobody").contains("shared") && !pf.mailbox("nobody").contains("late"));
+}
+
+#[test]
+fn a_sites_forward_file_cannot_fan_out_one_counted_message() {
+    let Some((pf, j)) = setup("*@localhost:100\n") else {
+        return;
+    };
+    // A site with a home, as on a server, and a .forward of its own that
+    // would resend every message it receives to other recipients, uncounted.
+    let home = format!("{QMAILDIR}/home-site1");
+    let passwd = std::fs::read_to_string(j.scratch.join("passwd")).unwrap();
+    let site1 = format!("site1:x:{0}:{0}::", uid("site1"));
+    let passwd = passwd.replace(&format!("{site1}/nonexistent:"), &format!("{site1}{home}:"));
+    std::fs::write(j.scratch.join("passwd"), passwd).unwrap();
+    let out = j.root(&format!("install -d -o site1 -g site1 -m 755 {home}"));
+    assert!(out.status.success(), "{}", jail::text(&out));
+    let mut c = j.as_user("site1", &[]);
+    c.args([
+        "sh",
+        "-c",
+        &format!("printf 'nobody@localhost, site2@localhost\\n' > {home}/.forward"),
+    ]);
+    assert_eq!(j.feed(c, b"").code, Some(0));
+    let d = j.sendmail("site1", &["site1@localhost"], b"Subject: fan\n\nfan out\n");
+    assert_eq!((d.code, d.stderr.as_str()), (Some(0), ""), "{d:?}");
+    assert_eq!(pf.settle(uid("overlimit"), 1), [1]);
+    let delivered: usize = ["site1", "site2", "nobody"]
+        .iter()
+        .map(|u| pf.delivered(u))
+        .sum();
+    assert_eq!(
+        (delivered, j.total("site1@localhost")),
+        (1, Some(1)),
+        "maillog:\n{}",
+        pf.log()
+    );
 }
