@@ -101,10 +101,12 @@ install-files:
 	  echo "  chown root:root $(QMAILDIR)/control/overlimit-uncounted (and list qmail's daemon accounts in it)"; \
 	fi
 
-# The original qmail-queue is kept by a hard link (its owner and mode saved),
-# the front takes its name by a rename, and only then is the original
-# limited to group overlimit: qmail's programs find a working qmail-queue at
-# every instant. Run again, it installs the front anew.
+# The original qmail-queue is kept by a hard link (its owner and mode saved)
+# and limited to group overlimit (chgrp before chmod: chgrp clears the
+# set-id bit) before the front takes its name by a rename: between the two,
+# mail is refused for a moment, never queued uncounted. Limiting the inode
+# itself also limits any other link to it. Run again, it installs the front
+# anew.
 queue-front-on:
 	@set -e; b=$(HOME_DIR)/bin; \
 	if [ ! -e $$b/qmail-queue.orig ]; then \
@@ -113,9 +115,9 @@ queue-front-on:
 	fi; \
 	cp $$b/qmail-queue-overlimit $$b/qmail-queue.new; \
 	chown root:overlimit $$b/qmail-queue.new; chmod 2711 $$b/qmail-queue.new; \
-	mv -f $$b/qmail-queue.new $$b/qmail-queue; \
 	chgrp overlimit $$b/qmail-queue.orig; \
 	chmod 4110 $$b/qmail-queue.orig; \
+	mv -f $$b/qmail-queue.new $$b/qmail-queue; \
 	echo "qmail-queue: the overlimit front; the original is qmail-queue.orig"
 
 queue-front-off:
