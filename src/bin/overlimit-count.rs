@@ -373,7 +373,7 @@ type Prepared = (Invocation, std::fs::File, String);
 /// argument list. A message that cannot be sent is never counted.
 fn prepare(who: &Who, caller: Caller, s: &Submit) -> Result<Prepared, Stop> {
     let program = deliverer::resolve(Path::new(deliverer::CONTROL))?;
-    deliverer::executable(&program)?;
+    overlimit::local::executable(&program)?;
     let msg = read_message().map_err(|(code, why)| Stop::Refused(code, why))?;
     let subject = match message::subject(&msg) {
         Some(s) => {

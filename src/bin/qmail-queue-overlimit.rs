@@ -18,12 +18,12 @@
 use overlimit::client::printable;
 use overlimit::local::identity::{self, ACCOUNT};
 use overlimit::local::privilege;
-use overlimit::local::{memory_file, COUNTER, PERMFAIL, QUEUE_ORIG, TEMPFAIL, UNCOUNTED};
+use overlimit::local::{executable, memory_file, trusted};
+use overlimit::local::{COUNTER, PERMFAIL, QUEUE_ORIG, TEMPFAIL, UNCOUNTED};
 use overlimit::log;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -68,11 +68,8 @@ fn run() -> i32 {
         Ok(e) => e,
         Err((code, why)) => return refuse(code, &why),
     };
-    if let Err(e) = runnable(Path::new(QUEUE_ORIG)) {
-        return refuse(
-            REFUSED_FOR_NOW,
-            &format!("{QUEUE_ORIG}: {e}; nothing queued"),
-        );
+    if let Err(e) = executable(Path::new(QUEUE_ORIG)) {
+        return refuse(REFUSED_FOR_NOW, &format!("{e}; nothing queued"));
     }
     let uid = identity::real_uid();
     match uncounted(uid) {
@@ -183,17 +180,6 @@ fn read_envelope() -> Result<(File, u64), (i32, String)> {
     Ok((out, recipients))
 }
 
-/// Whether this process (its effective ids) may execute `path`.
-fn runnable(path: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-    // SAFETY: faccessat reads a NUL-terminated string we own.
-    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Whether the caller's mail passes uncounted: the `overlimit` account, and
 /// the logins in the root-owned `control/overlimit-uncounted`.
 fn uncounted(uid: u32) -> Result<bool, String> {
@@ -211,7 +197,7 @@ fn uncounted(uid: u32) -> Result<bool, String> {
     let meta = file
         .metadata()
         .map_err(|e| format!("stat {UNCOUNTED}: {e}"))?;
-    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+    if !trusted(&meta) {
         return Err(format!(
             "{UNCOUNTED}: not trusted (it must be a regular file owned by root, writable \
              by no one else)"

@@ -7,7 +7,6 @@
 
 use crate::error::{fail, Internal};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub const CONTROL: &str = crate::home_path!("control/overlimit-sendmail");
@@ -21,7 +20,7 @@ pub fn resolve(control: &Path) -> Result<PathBuf, Internal> {
         Ok(m) => m,
     };
     let shown = control.display();
-    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+    if !super::trusted(&meta) {
         return Err(Internal(format!(
             "{shown}: not trusted (it must be a regular file owned by root, writable by \
              no one else: chown root {shown}; chmod 644 {shown})"
@@ -40,18 +39,6 @@ pub fn resolve(control: &Path) -> Result<PathBuf, Internal> {
         )));
     }
     Ok(path.to_path_buf())
-}
-
-/// Whether this process may execute `path` (checked before counting, so a
-/// message that cannot be handed on is never counted).
-pub fn executable(path: &Path) -> Result<(), Internal> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Internal(format!("{}: a NUL in the path", path.display())))?;
-    // SAFETY: access reads a NUL-terminated string we own.
-    if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
-        return Err(fail("execute", path, std::io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// Whether an argument list and environment fit what `execve` accepts under

@@ -67,7 +67,7 @@ pub fn findings() -> Vec<String> {
         out.push(format!("the deliverer: {e}: local mail is refused"));
     }
     if let Ok(m) = std::fs::symlink_metadata(UNCOUNTED) {
-        if !m.is_file() || m.uid() != 0 || m.mode() & 0o022 != 0 {
+        if !super::trusted(&m) {
             out.push(format!(
                 "{UNCOUNTED}: not owned by root or writable by others: the queue front refuses mail"
             ));

@@ -54,6 +54,28 @@ pub const MAX_MESSAGE: usize = 32 << 20;
 /// each account its own limit, `@localhost:2000/1h` caps them all together.
 pub const LOCAL_DOMAIN: &str = "localhost";
 
+/// Whether a control file the privileged programs read is the
+/// administrator's: a regular file owned by root that no one else may write.
+pub fn trusted(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.is_file() && meta.uid() == 0 && meta.mode() & 0o022 == 0
+}
+
+/// Whether this process may execute `path`, by its effective ids (checked
+/// before counting, so a message that cannot be handed on is never counted).
+pub fn executable(path: &std::path::Path) -> Result<(), crate::error::Internal> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| crate::error::Internal(format!("{}: a NUL in the path", path.display())))?;
+    // SAFETY: faccessat reads a NUL-terminated string we own.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(crate::error::fail("execute", path, e));
+    }
+    Ok(())
+}
+
 /// Sends one line to syslog, facility mail, as `ident`. Control bytes are
 /// escaped so that a subject cannot forge log lines; a missing syslog daemon
 /// just loses the line.
