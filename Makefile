@@ -14,7 +14,8 @@
 # installs them there. The privileged programs use only those paths.
 #
 # What `make install` sets up (idempotently; as root, without DESTDIR):
-#   account and group  overlimit (system, no login shell)
+#   account and group  overlimit (system, no login shell, no home: a home
+#                      of its own would make it a qmail local user)
 #   QMAILDIR/overlimit overlimit:overlimit 2770 (the counters)
 #   bin/overlimit-count          overlimit:overlimit 6755 (counts local mail)
 #   bin/qmail-queue-overlimit    root:overlimit 2711 (the queue front)
@@ -70,8 +71,11 @@ install-files:
 	if [ -n "$$root" ]; then \
 	  getent group overlimit >/dev/null || groupadd --system overlimit; \
 	  getent passwd overlimit >/dev/null || useradd --system --gid overlimit \
-	    --home-dir $(QMAILDIR)/overlimit --no-create-home \
+	    --home-dir /nonexistent --no-create-home \
 	    --shell /usr/sbin/nologin overlimit; \
+	  if [ "$$(getent passwd overlimit | cut -d: -f6)" = "$(QMAILDIR)/overlimit" ]; then \
+	    usermod --home /nonexistent overlimit; \
+	  fi; \
 	fi; \
 	install -d -m 755 $(HOME_DIR)/bin $(HOME_DIR)/control; \
 	install -d -m 2770 $(HOME_DIR)/overlimit; \
@@ -94,7 +98,7 @@ install-files:
 	  echo "overlimit: installed in $(QMAILDIR) with account overlimit and every mode"; \
 	else \
 	  echo "note: not root or DESTDIR set; as root, still to do:"; \
-	  echo "  groupadd --system overlimit; useradd --system -g overlimit -M -s /usr/sbin/nologin overlimit"; \
+	  echo "  groupadd --system overlimit; useradd --system -g overlimit -d /nonexistent -M -s /usr/sbin/nologin overlimit"; \
 	  echo "  chown overlimit:overlimit $(QMAILDIR)/overlimit $(QMAILDIR)/bin/overlimit-count"; \
 	  echo "  chmod 2770 $(QMAILDIR)/overlimit; chmod 6755 $(QMAILDIR)/bin/overlimit-count"; \
 	  echo "  chown root:overlimit $(QMAILDIR)/bin/qmail-queue-overlimit; chmod 2711 $(QMAILDIR)/bin/qmail-queue-overlimit"; \

@@ -768,3 +768,37 @@ exec prlimit --nofile=1024:1024 {QMAILDIR}/bin/sendmail-overlimit -i a@x"
     );
     assert_eq!(j.total("site1@localhost"), Some(1));
 }
+
+#[test]
+fn the_overlimit_accounts_home_is_not_the_counter_directory() {
+    let Some(j) = Jail::or_skip() else { return };
+    // A home that exists and is the account's makes overlimit a local user
+    // to qmail: mail to it (from anyone, over SMTP too) is delivered as
+    // overlimit into that directory, its .qmail files obeyed as overlimit,
+    // whose queued mail passes the front uncounted.
+    let passwd = std::fs::read_to_string(j.scratch.join("passwd")).unwrap();
+    let line = format!("overlimit:x:{0}:{0}::", uid("overlimit"));
+    let passwd = passwd.replace(
+        &format!("{line}/nonexistent:"),
+        &format!("{line}{QMAILDIR}/overlimit:"),
+    );
+    std::fs::write(j.scratch.join("passwd"), passwd).unwrap();
+    let program = std::path::Path::new(jail::COUNT)
+        .parent()
+        .unwrap()
+        .join("examples/install-findings");
+    let out = j.command().arg(program).output().unwrap();
+    let f = jail::text(&out);
+    assert!(
+        f.contains("home") && f.contains(&format!("{QMAILDIR}/overlimit")),
+        "{f}"
+    );
+    // And make install creates the account with no home.
+    let makefile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Makefile")).unwrap();
+    assert!(
+        makefile.contains("--home-dir /nonexistent")
+            && !makefile.contains("--home-dir $(QMAILDIR)"),
+        "the Makefile gives overlimit a home"
+    );
+}

@@ -40,6 +40,15 @@ pub fn login_in(passwd: &[u8], uid: u32) -> Option<Vec<u8>> {
     })
 }
 
+/// The home directory of `name` in /etc/passwd (its sixth field).
+pub fn home_of(name: &[u8]) -> Result<Option<Vec<u8>>, Internal> {
+    let text = std::fs::read(PASSWD).map_err(|e| fail("read", Path::new(PASSWD), e))?;
+    Ok(text.split(|&b| b == b'\n').find_map(|line| {
+        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        (f.len() >= 7 && f[0] == name).then(|| f[5].to_vec())
+    }))
+}
+
 /// The group file, read directly for the same reason.
 pub const GROUP: &str = "/etc/group";
 

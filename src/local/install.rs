@@ -54,6 +54,20 @@ pub fn findings() -> Vec<String> {
             _ => {}
         }
     }
+    // qmail takes an account whose home exists and is its own for a local
+    // user: mail to it would be delivered as overlimit into that directory
+    // (the counters', as make install once made it), its .qmail files
+    // obeyed, the forwards passing the queue front uncounted.
+    if let Ok(Some(home)) = identity::home_of(ACCOUNT.as_bytes()) {
+        let home = String::from_utf8_lossy(&home).into_owned();
+        if std::fs::metadata(&home).is_ok_and(|m| m.is_dir() && m.uid() == uid) {
+            out.push(format!(
+                "the {ACCOUNT} account's home {home} is its own directory: qmail delivers \
+                 mail for {ACCOUNT} there, as {ACCOUNT}, uncounted (usermod -d /nonexistent \
+                 {ACCOUNT})"
+            ));
+        }
+    }
     if nosuid(BIN) {
         out.push(format!(
             "{BIN} is on a nosuid mount: the set-id bits have no effect and local mail is refused"
