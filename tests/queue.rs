@@ -286,3 +286,51 @@ fn a_low_file_size_limit_is_a_refusal_not_a_signal() {
     );
     assert_eq!(j.total("site1@localhost"), Some(1));
 }
+
+#[test]
+fn the_original_gets_private_copies_whatever_the_site_does_with_its_files() {
+    let Some(j) = front() else { return };
+    // Bytes after the envelope's final NUL are not the envelope: the
+    // original is handed exactly what was counted.
+    let mut env = envelope("s", &["a@x"]);
+    env.extend_from_slice(b"Tb@y\0Tc@z\0\0");
+    let d = queue(&j, SITE, &[], b"Subject: s\n\nx\n", &env);
+    assert_eq!(d.code, Some(0), "{d:?}");
+    assert_eq!(queued(&j)[0].1, envelope("s", &["a@x"]));
+    // Message and envelope in files the site rewrites while the count waits
+    // on a lock held here, and fd 0 and fd 1 one and the same file.
+    let lock = {
+        use std::os::fd::AsRawFd;
+        let f =
+            std::fs::File::open(j.path(&format!("{QMAILDIR}/overlimit/site1@localhost"))).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+        f
+    };
+    let script = format!(
+        "cd $(mktemp -d); printf 'Subject: first\\n\\nx\\n' > m; printf 'Fs\\0Ta@x\\0\\0' > e
+{QMAILDIR}/bin/qmail-queue < m 1< e & p=$!
+sleep 0.3
+printf 'Subject: second\\n\\nx\\n' > m; printf 'Fs\\0Ta@x\\0Tv1@x\\0Tv2@x\\0\\0' > e
+wait $p; echo queued=$?
+printf 'Fs\\0Ta@x\\0\\0' > both; {QMAILDIR}/bin/qmail-queue <> both 1>&0; echo same=$?"
+    );
+    let mut c = j.as_user(SITE, &[]);
+    c.args(["sh", "-c", &script]);
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    drop(lock);
+    let d = jail::wait_bounded(child);
+    assert!(d.stdout.contains("queued=0"), "{d:?}");
+    let q = queued(&j);
+    assert_eq!(q[1].0, b"Subject: first\n\nx\n");
+    assert_eq!(q[1].1, envelope("s", &["a@x"]));
+    // One file as both: the message is all of it, the envelope ends early.
+    assert!(d.stdout.contains("same=54"), "{d:?}");
+    assert_eq!((q.len(), j.total("site1@localhost")), (2, Some(2)));
+}

@@ -44,7 +44,7 @@ pub fn resolve(control: &Path) -> Result<PathBuf, Internal> {
 /// Whether an argument list and environment fit what `execve` accepts under
 /// the current stack limit (Linux allows a quarter of it, at least 128 KiB,
 /// at most 6 MiB; each string at most 128 KiB).
-pub fn fits_exec(args: &[&[u8]], env: &[&[u8]]) -> Result<(), Internal> {
+fn fits_exec(args: &[&[u8]], env: &[&[u8]]) -> Result<(), Internal> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
