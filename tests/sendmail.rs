@@ -802,3 +802,27 @@ fn the_overlimit_accounts_home_is_not_the_counter_directory() {
         "the Makefile gives overlimit a home"
     );
 }
+
+#[test]
+fn a_site_that_ignores_sigchld_cannot_make_a_sent_message_look_failed() {
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
+    // SIGCHLD ignored survives exec; children would then be reaped unseen,
+    // and waiting for the deliverer fail after it sent the mail.
+    let mut c = j.as_user(SITE, &[]);
+    c.args([
+        "perl",
+        "-e",
+        "$SIG{CHLD} = 'IGNORE'; exec @ARGV or die",
+        &format!("{QMAILDIR}/bin/sendmail-overlimit"),
+        "-i",
+        "a@x",
+    ]);
+    let d = j.feed(c, b"Subject: s\n\nx\n");
+    assert_eq!((d.code, d.stderr.as_str()), (Some(0), ""), "{d:?}");
+    assert_eq!(
+        (j.delivered_recipients(), j.total("site1@localhost")),
+        (1, Some(1))
+    );
+}
