@@ -826,3 +826,30 @@ fn a_site_that_ignores_sigchld_cannot_make_a_sent_message_look_failed() {
         (1, Some(1))
     );
 }
+
+#[test]
+fn a_deliverer_killed_after_it_queued_gets_nothing_given_back() {
+    let Some(j) = jail_with("*@localhost:100\n") else {
+        return;
+    };
+    // Killed by the kernel (an OOM kill the site provoked in its cgroup, a
+    // CPU limit) once the message is queued: the end cannot tell whether it
+    // was sent, so the count stays.
+    let deliverer = format!("{QMAILDIR}/bin/queues-then-dies");
+    let p = j.path(&deliverer);
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\ncat >/dev/null\ntouch {QMAILDIR}/deliveries/queued\nkill -KILL $$\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    j.control("overlimit-sendmail", &format!("{deliverer}\n"));
+    let d = j.sendmail(SITE, &["-i", "a@x"], b"Subject: s\n\nx\n");
+    assert_eq!(d.code, Some(111), "{d:?}");
+    assert!(
+        d.stderr.contains("counted (it may have been sent)"),
+        "{d:?}"
+    );
+    assert!(j.path(&format!("{QMAILDIR}/deliveries/queued")).exists());
+    assert_eq!(j.total("site1@localhost"), Some(1), "{d:?}");
+}

@@ -17,7 +17,7 @@ use overlimit::admit::{self, Target};
 use overlimit::client::{printable, Client};
 use overlimit::config::{self, DEFAULT_CONTROL, DEFAULT_DIR};
 use overlimit::error::Internal;
-use overlimit::local::deliverer::Invocation;
+use overlimit::local::deliverer::{Ended, Invocation};
 use overlimit::local::privilege::{self, Caller};
 use overlimit::local::senders::{self, DEFAULT_SENDERS};
 use overlimit::local::{
@@ -342,10 +342,18 @@ fn submit(who: &Who, caller: Caller, s: Submit) -> i32 {
         if n == 1 { "" } else { "s" }
     );
     let code = match call.run(file) {
-        Ok(code) => code,
+        Ok(Ended::Exited(code)) => code,
         Err(e) => {
             log::line(NAME, &e.to_string());
             TEMPFAIL
+        }
+        // It may have queued: the count stays (never a refund for mail sent).
+        Ok(Ended::Unknown(why)) => {
+            let program = call.program.display();
+            return refuse(
+                TEMPFAIL,
+                &format!("{program}: {why}; {name}: {what}, counted (it may have been sent)"),
+            );
         }
     };
     if code == 0 {

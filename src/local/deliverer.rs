@@ -120,11 +120,10 @@ impl Invocation {
         fits_exec(&argv, &env)
     }
 
-    /// Runs the deliverer on `message` and waits: its exit code, or 111 when
-    /// it died of a signal or answered 75 (which PHP 8.5 takes for success);
-    /// `Err` when it could not start. Its stderr is relayed, so a caller that
-    /// closed its own cannot make a deliverer that queued the mail fail
-    /// afterwards on a write.
+    /// Runs the deliverer on `message` and waits: how it ended, or `Err` when
+    /// it could not start. Its stderr is relayed, so a caller that closed its
+    /// own cannot make a deliverer that queued the mail fail afterwards on a
+    /// write.
     ///
     /// It runs in a session of its own, without a controlling terminal: a
     /// terminal signals its foreground process group whatever the uids, and
@@ -132,7 +131,7 @@ impl Invocation {
     /// a site typing ^C on its own terminal just after postdrop queued the
     /// message would make the deliverer fail, and the queued recipients be
     /// given back.
-    pub fn run(&self, message: std::fs::File) -> Result<i32, Internal> {
+    pub fn run(&self, message: std::fs::File) -> Result<Ended, Internal> {
         use std::io::Write;
         use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
@@ -157,12 +156,26 @@ impl Invocation {
         for (k, v) in &self.env {
             cmd.env(k, std::ffi::OsStr::from_bytes(v));
         }
-        let out = cmd.output().map_err(|e| fail("run", &self.program, e))?;
+        let child = cmd.spawn().map_err(|e| fail("run", &self.program, e))?;
+        let out = match child.wait_with_output() {
+            Ok(out) => out,
+            Err(e) => return Ok(Ended::Unknown(format!("waiting for it failed: {e}"))),
+        };
         let _ = std::io::stderr().write_all(&out.stderr);
         Ok(match out.status.code() {
-            Some(0) => 0,
-            Some(75) | None => super::TEMPFAIL,
-            Some(code) => code,
+            Some(75) => Ended::Exited(super::TEMPFAIL),
+            Some(code) => Ended::Exited(code),
+            None => Ended::Unknown(format!("it ended by {}", out.status)),
         })
     }
+}
+
+/// How a run of the deliverer ended.
+pub enum Ended {
+    /// It exited with this code; 75 (EX_TEMPFAIL, which PHP 8.5 takes for
+    /// success) is given as 111. Non-zero: nothing was queued.
+    Exited(i32),
+    /// It may have queued the message before it was killed (by the kernel:
+    /// the caller can no longer signal it), or its end was not seen.
+    Unknown(String),
 }
