@@ -3,9 +3,11 @@
 //! directory, no network service), with the wrapper installed in the jail of
 //! tests/support/jail.rs, where the private main.cf is bind-mounted over
 //! /etc/postfix so that /usr/sbin/sendmail (the deliverer named in
-//! control/overlimit-sendmail) and postdrop use it. Postfix is configured as
-//! the README says: `authorized_submit_users = root, overlimit`, so a site
-//! that runs Postfix's sendmail or postdrop itself is refused, and
+//! control/overlimit-sendmail) and postdrop use it; the instance itself runs
+//! in the jail too, so that local(8) sees the jail's accounts. Postfix is
+//! configured as the README says: `authorized_submit_users = root,
+//! overlimit`, so a site that runs Postfix's sendmail or postdrop itself is
+//! refused, and
 //! `forward_path =`, so a site's `~/.forward` cannot fan one counted message
 //! out to uncounted recipients.
 //!
