@@ -27,5 +27,6 @@ pub mod limits;
 pub mod local;
 pub mod log;
 pub mod lookup;
+pub mod policy;
 pub mod store;
 pub mod sweep;
