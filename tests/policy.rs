@@ -196,18 +196,17 @@ fn hold_lock(path: &std::path::Path, seconds: &str) -> std::process::Child {
         .args(["sleep", seconds])
         .spawn()
         .expect("flock(1) from util-linux");
-    // flock(1) takes the lock before it starts sleep: wait for the sleep.
     let started = Instant::now();
-    while !Command::new("flock")
-        .args(["-n"])
-        .arg(path)
-        .arg("true")
-        .status()
-        .unwrap()
-        .success()
-        .then_some(())
-        .is_none()
-    {
+    // flock(1) takes the lock before it starts sleep: wait until it holds.
+    let free = || {
+        let probe = Command::new("flock")
+            .arg("-n")
+            .arg(path)
+            .arg("true")
+            .status();
+        probe.unwrap().success()
+    };
+    while free() {
         assert!(started.elapsed() < policy::HANG);
         std::thread::sleep(Duration::from_millis(10));
     }
