@@ -2,6 +2,7 @@
 //! engine calls as rcptcheck-overlimit (client, lookup, targets, admit), so
 //! both programs count one client on one counter under one limit.
 
+use super::cache::Cache;
 use super::logger::Logger;
 use super::reply::{refusal_log, refusal_text, Action, DUNNO, TEMPORARY_ERROR};
 use super::request::Request;
@@ -9,7 +10,6 @@ use crate::admit::{self, Full};
 use crate::client::Client;
 use crate::config::{self, Config};
 use crate::error::Internal;
-use crate::lookup;
 use crate::store::LOCK_WAIT;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -18,12 +18,13 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Everything read once at start: the environment does not change under a
-/// running daemon. The control file is not among it: it is looked up again
-/// for every recipient, so an edit (or a new cdb) counts at once.
+/// running daemon. The control file is not among it: every request checks
+/// it for changes (see `cache`), so an edit (or a new cdb) counts at once.
 pub struct Settings {
     pub config: Config,
     pub action: Action,
     pub logger: Logger,
+    pub lookups: Cache,
 }
 
 impl Settings {
@@ -35,6 +36,7 @@ impl Settings {
             config: Config::from_env(),
             action: Action::parse(action.as_deref().map(OsStr::as_bytes))?,
             logger,
+            lookups: Cache::default(),
         })
     }
 }
@@ -59,6 +61,7 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
         config,
         action,
         logger,
+        lookups,
     } = settings;
     let name = if request.sasl_username.is_empty() {
         &request.client_address
@@ -69,7 +72,7 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
         Internal("no client: the request has neither sasl_username nor client_address".into())
     })?;
     let mut notes = Vec::new();
-    let resolved = lookup::resolve(&config.control, &client, &mut notes);
+    let resolved = lookups.resolve(&config.control, &client, &mut notes);
     for n in &notes {
         logger.line(&format!("{}: {n}", config.control.display()));
     }
