@@ -576,3 +576,28 @@ fn the_domain_counter_is_shared_and_named_in_the_reply() {
     );
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn a_bad_control_line_is_logged_once_per_edit_not_per_request() {
+    let s = Sandbox::with_limits("u@example.com:5\nbroken line without limits\n");
+    let path = policy::socket_in(&s.root);
+    let d = Daemon::unix(&env(&s, &[]), &path);
+    let mut peer = Peer::unix(&path);
+    for _ in 0..3 {
+        assert_eq!(peer.ask(&rcpt("u@example.com")).as_deref(), Some("DUNNO"));
+    }
+    // An edit (one byte longer) is a new file: looked up, and logged, again.
+    s.limits("u@example.com:50\nbroken line without limits\n");
+    assert_eq!(peer.ask(&rcpt("u@example.com")).as_deref(), Some("DUNNO"));
+    let f = d.stop();
+    let notes: Vec<&str> = f.stderr.lines().filter(|l| l.contains("line 2")).collect();
+    assert_eq!(notes.len(), 2, "{}", f.stderr);
+    assert!(
+        notes[0].starts_with(&format!(
+            "overlimit-policy: {}: line 2",
+            s.control().display()
+        )),
+        "{}",
+        notes[0]
+    );
+}
