@@ -47,12 +47,7 @@ fn main() -> ExitCode {
         [flag, ..] if flag.starts_with('-') && !matches!(*flag, "--listen") => {
             return usage_error(Logger::Stderr, &format!("unknown flag {flag}"))
         }
-        _ => {
-            return usage_error(
-                Logger::Stderr,
-                &format!("unexpected argument {}", args[args.len() - 1]),
-            )
-        }
+        [.., extra] => return usage_error(Logger::Stderr, &format!("unexpected argument {extra}")),
     };
     // In spawn mode stderr may be the socket itself: decide where logs go
     // before anything could be logged, panics included.

@@ -32,11 +32,10 @@ pub struct Settings {
 
 /// Requests for one client take turns inside the daemon before they reach
 /// its counter's flock. Two threads of one process contending for a flock
-/// cost a lock-waiting thread each time (`store::lock`); measured at 64
-/// connections, that made the 99th percentile ten times the median. A
-/// mutex hands the turn over in the process, and the flock is then
-/// contended only by other processes (the plug-in, the sweep). Striped by
-/// the hash of the client's name: a fixed table, whatever the clients.
+/// cost a new lock-waiting thread each time (`store::lock`); a mutex hands
+/// the turn over inside the process, and the flock is then contended only
+/// by other processes (the plug-in, the sweep). Striped by the hash of the
+/// client's name: a fixed table, whatever the clients.
 pub struct Turns([Mutex<()>; 256]);
 
 impl Default for Turns {

@@ -33,12 +33,11 @@ impl Logger {
     pub fn line(self, message: &str) {
         match self {
             Logger::Stderr => {
-                // One write(2) per line, without std's stderr lock: the
-                // daemon's threads would queue on that lock behind each
-                // other's system calls (measured: the refusals' log lines
-                // were the 99th percentile at 64 connections). A line in one
-                // write is never interleaved with another's, in a pipe, a
-                // socket or a file opened for appending.
+                // One write(2) per line, without std's stderr lock, which
+                // would make the daemon's threads queue behind each other's
+                // system calls. A line in one write is never interleaved
+                // with another's, in a pipe, a socket or a file opened for
+                // appending.
                 let line = format!("{NAME}: {message}\n");
                 // SAFETY: writing a buffer we own to descriptor 2; a closed
                 // descriptor or a full disk only makes the write fail.

@@ -87,7 +87,8 @@ pub fn read(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<Option<Reque
     let mut request = Request::default();
     let mut is_policy = false;
     let mut seen = [false; 5];
-    for count in 0.. {
+    let mut count = 0;
+    loop {
         if !read_line(input, line)? {
             return if count == 0 {
                 Ok(None)
@@ -105,6 +106,7 @@ pub fn read(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<Option<Reque
         if count == MAX_ATTRIBUTES {
             return Err(Unreadable::TooManyAttributes);
         }
+        count += 1;
         let eq = line.iter().position(|&b| b == b'=').filter(|&i| i > 0);
         let Some(eq) = eq else {
             return Err(Unreadable::NotAnAttribute(std::mem::take(line)));
@@ -137,7 +139,6 @@ pub fn read(input: &mut impl BufRead, line: &mut Vec<u8>) -> Result<Option<Reque
         seen[slot] = true;
         field.extend_from_slice(value);
     }
-    unreachable!("the loop returns")
 }
 
 /// Reads one line into `line` without its newline; `Ok(false)` at end of
