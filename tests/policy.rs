@@ -11,7 +11,7 @@ mod policy;
 use common::Sandbox;
 use policy::{actions, command, rcpt, request, spawn_mode, Daemon, Peer};
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
@@ -27,16 +27,12 @@ fn env(s: &Sandbox, extra: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
     v
 }
 
-fn repeat(request: &str, n: usize) -> String {
-    request.repeat(n)
-}
-
 #[test]
 fn spawn_mode_counts_rcpt_requests_and_defers_over_the_limit() {
     let s = Sandbox::with_limits("alice@example.com:2/1h\n");
     let mut input = request("CONNECT", "", "192.0.2.10", "");
     input += &request("MAIL", "Alice@Example.com", "192.0.2.10", "");
-    input += &repeat(&rcpt("Alice@Example.com"), 3);
+    input += &rcpt("Alice@Example.com").repeat(3);
     input += &request("DATA", "Alice@Example.com", "192.0.2.10", "");
     let f = spawn_mode(&env(&s, &[]), input.as_bytes());
     assert_eq!(f.code, Some(0), "{}", f.stderr);
@@ -67,7 +63,7 @@ fn spawn_mode_counts_rcpt_requests_and_defers_over_the_limit() {
 fn the_client_address_counts_without_a_login_in_canonical_form() {
     let s = Sandbox::with_limits("2001:db8::7:1\n");
     let ask = request("RCPT", "", "2001:DB8:0::7", "x@remote.example");
-    let f = spawn_mode(&env(&s, &[]), repeat(&ask, 2).as_bytes());
+    let f = spawn_mode(&env(&s, &[]), ask.repeat(2).as_bytes());
     let a = actions(&f.stdout);
     assert_eq!(a[0], "DUNNO");
     assert!(a[1].starts_with("450 4.7.1 "), "{a:?}");
@@ -75,7 +71,7 @@ fn the_client_address_counts_without_a_login_in_canonical_form() {
     // An IPv4-mapped address is the IPv4 client.
     let s = Sandbox::with_limits("192.0.2.1:1\n");
     let ask = request("RCPT", "", "::ffff:192.0.2.1", "x@remote.example");
-    let a = actions(&spawn_mode(&env(&s, &[]), repeat(&ask, 2).as_bytes()).stdout);
+    let a = actions(&spawn_mode(&env(&s, &[]), ask.repeat(2).as_bytes()).stdout);
     assert_eq!(a[0], "DUNNO");
     assert!(a[1].starts_with("450 "), "{a:?}");
     assert_eq!(s.counter_files(), ["192.0.2.1"]);
@@ -99,10 +95,7 @@ fn each_action_answers_with_its_own_code() {
     ] {
         let s = Sandbox::with_limits("u@example.com:1\n");
         let extra = [("OVERLIMIT_POLICY_ACTION", action)];
-        let f = spawn_mode(
-            &env(&s, &extra),
-            repeat(&rcpt("u@example.com"), 3).as_bytes(),
-        );
+        let f = spawn_mode(&env(&s, &extra), rcpt("u@example.com").repeat(3).as_bytes());
         let a = actions(&f.stdout);
         assert_eq!(a[0], "DUNNO", "{action}");
         assert!(
@@ -145,10 +138,7 @@ fn an_unknown_action_is_refused_at_start_naming_the_variable() {
 fn monitor_mode_answers_dunno_logs_and_counts() {
     let s = Sandbox::with_limits("u@example.com:1\n");
     let extra = [("OVERLIMIT_MONITOR", "1")];
-    let f = spawn_mode(
-        &env(&s, &extra),
-        repeat(&rcpt("u@example.com"), 3).as_bytes(),
-    );
+    let f = spawn_mode(&env(&s, &extra), rcpt("u@example.com").repeat(3).as_bytes());
     assert_eq!(actions(&f.stdout), ["DUNNO", "DUNNO", "DUNNO"]);
     assert_eq!(
         f.stderr
@@ -554,10 +544,7 @@ fn one_limit_is_shared_with_the_qmail_plug_in() {
     // through the policy service, one control file and counter directory.
     let s = Sandbox::with_limits("info@example.com:3\n");
     assert_eq!(s.user("info@example.com").code(), 112);
-    let f = spawn_mode(
-        &env(&s, &[]),
-        repeat(&rcpt("INFO@example.com"), 3).as_bytes(),
-    );
+    let f = spawn_mode(&env(&s, &[]), rcpt("INFO@example.com").repeat(3).as_bytes());
     let a = actions(&f.stdout);
     assert_eq!(a[..2], ["DUNNO", "DUNNO"]);
     assert!(a[2].starts_with("450 4.7.1 "), "{a:?}");
@@ -574,7 +561,6 @@ fn the_domain_counter_is_shared_and_named_in_the_reply() {
         a[2].starts_with("450 4.7.1 Your domain example.com reached its limit of 2 recipients"),
         "{a:?}"
     );
-    let _ = std::io::stdout().flush();
 }
 
 #[test]
