@@ -3,7 +3,8 @@
 #   make                   release binaries in target/release/, for QMAILDIR
 #   make test              the whole test suite (what .ci/run runs)
 #   make demo              the plug-in at work on an embedded demo, no qmail needed
-#   make bench             per-call cost against an empty static C program
+#   make bench             the plug-in against an empty static C program, and
+#                          overlimit-policy against postfwd2 and a do-nothing server
 #   make install           as root: programs, accounts, directories and modes
 #   make queue-front-on    swap qmail-queue-overlimit in for bin/qmail-queue
 #   make queue-front-off   and back (both atomic, both repeatable)
@@ -19,7 +20,8 @@
 #   QMAILDIR/overlimit overlimit:overlimit 2770 (the counters)
 #   bin/overlimit-count          overlimit:overlimit 6755 (counts local mail)
 #   bin/qmail-queue-overlimit    root:overlimit 2711 (the queue front)
-#   bin/sendmail-overlimit, rcptcheck-overlimit, overlimit, overlimit-sweep  root 0755
+#   bin/sendmail-overlimit, rcptcheck-overlimit, overlimit, overlimit-sweep,
+#     overlimit-policy           root 0755
 #   control/overlimit-uncounted  the qmail daemon accounts that exist (kept if present)
 # Not root, or DESTDIR set: the files are installed and what remains is printed.
 
@@ -31,7 +33,10 @@ CARGO    ?= cargo
 # Where install-files takes the programs from (the tests use a debug build).
 BUILD    ?= target/release
 
-PLAIN     = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit
+# Every program installed; .ci/run checks each is static and answers --version.
+PROGRAMS  = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit overlimit-policy overlimit-count qmail-queue-overlimit
+# Those installed root 0755 (the other two get their set-id modes below).
+PLAIN     = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit overlimit-policy
 MANPAGES  = $(wildcard man/*.8)
 # qmail's daemons, whose queued mail the queue front passes uncounted
 # (qmail-smtpd's mail is counted by the plug-in, bounces and forwards of
@@ -54,6 +59,7 @@ demo: all
 
 bench:
 	sh scripts/bench.sh
+	sh scripts/bench-policy.sh
 
 fuzz:
 	sh scripts/fuzz.sh
