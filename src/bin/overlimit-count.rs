@@ -50,6 +50,7 @@ limit allows, a name not allowed, a usage error). See overlimit-count(8).";
 const MAX_FULL_NAME: usize = 256;
 
 fn main() {
+    overlimit::local::answer_version(NAME);
     let caller = match privilege::enter() {
         Ok(c) => c,
         Err(why) => std::process::exit(refuse(TEMPFAIL, &format!("mail refused: {why}"))),

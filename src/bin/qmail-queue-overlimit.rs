@@ -42,6 +42,7 @@ const BAD_ENVELOPE: i32 = 91;
 const MAX_ADDRESS: usize = 1000;
 
 fn main() {
+    overlimit::local::answer_version(NAME);
     std::process::exit(run())
 }
 

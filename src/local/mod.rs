@@ -121,3 +121,16 @@ pub fn read_message() -> Result<Vec<u8>, (i32, String)> {
     }
     Ok(buf)
 }
+
+/// Answers `PROGRAM --version` (the only argument) and exits 0, before the
+/// program does anything else: the set-id programs then neither count nor
+/// refuse, and an administrator can ask any installed program its version.
+pub fn answer_version(program: &str) {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "--version") && args.next().is_none() {
+        use std::io::Write;
+        let version = env!("CARGO_PKG_VERSION");
+        let _ = writeln!(std::io::stdout(), "{program} {version}");
+        std::process::exit(0);
+    }
+}
