@@ -170,7 +170,7 @@ fn identify(s: &Settings, asked: Option<&[u8]>) -> Result<Client, Stop> {
     let Some(asked) = asked else {
         let name = mapped.default_name(&login);
         return Client::from_name(&name)
-            .ok_or_else(|| Stop::Broken(Internal("empty client name".into())));
+            .ok_or_else(|| Stop::Broken(Internal::other("empty client name")));
     };
     let refuse = |why: String| Stop::Refused(Answer(PERMFAIL, why));
     let client = Client::from_name(asked).ok_or_else(|| refuse("--client: empty name".into()))?;
@@ -291,7 +291,7 @@ fn harden() -> Result<(), Internal> {
         }
     }
     if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < 1 << 20 {
-        return Err(Internal(format!(
+        return Err(Internal::other(format!(
             "file size limit of {} bytes is too low to write counters",
             lim.rlim_cur
         )));

@@ -104,8 +104,7 @@ fn run(started: Instant) -> i32 {
 }
 
 fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
-    let client = client()
-        .ok_or_else(|| Internal("no client: neither SMTPAUTHUSER nor TCPREMOTEIP is set".into()))?;
+    let client = client().ok_or(Internal::NoClient)?;
     let mut notes = Vec::new();
     let resolved = lookup::resolve(&config.control, &client, &mut notes);
     for n in &notes {
