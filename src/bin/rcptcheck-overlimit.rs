@@ -64,13 +64,7 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
     process::ignore_limit_signals();
     process::fill_closed_descriptors();
     if argc > 1 {
-        // SAFETY: the C start-up passes argc strings in argv, each
-        // NUL-terminated, alive for the whole run; argc > 1 so there are
-        // at least two.
-        let args: Vec<&[u8]> = (1..argc as usize)
-            .map(|i| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) }.to_bytes())
-            .collect();
-        return by_hand(&args);
+        return by_hand(argc, argv);
     }
     if internal_code() == TEMPFAIL {
         process::on_out_of_memory(
@@ -96,9 +90,18 @@ extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc:
 /// Answers an administrator who typed arguments: `--help` or `--version`
 /// on stdout and 0; anything else named on stderr, nothing read or
 /// counted, and 111. Nothing here may panic: no panic hook is set yet.
-fn by_hand(args: &[&[u8]]) -> i32 {
+/// Kept out of line and cold, so that qmail-smtpd's calls, which never
+/// come here, do not pay for its code in `main`.
+#[cold]
+#[inline(never)]
+fn by_hand(argc: libc::c_int, argv: *const *const libc::c_char) -> i32 {
     use std::io::Write;
-    let out = match args {
+    // SAFETY: the C start-up passes argc strings in argv, each
+    // NUL-terminated and alive for the whole run.
+    let args: Vec<&[u8]> = (1..argc as usize)
+        .map(|i| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) }.to_bytes())
+        .collect();
+    let out = match args[..] {
         [b"-h" | b"--help"] => USAGE.to_string(),
         [b"-V" | b"--version"] => format!("{NAME} {}", env!("CARGO_PKG_VERSION")),
         _ => {
