@@ -730,7 +730,7 @@ fn shell<'a>(script: &'a str, args: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn a_log_file_at_its_size_limit_loses_the_line_but_no_sigxfsz_ends_the_plugin() {
     let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
-        eprintln!("skipped: prlimit (util-linux) not installed");
+        skip("prlimit (util-linux) not installed");
         return;
     };
     let s = Sandbox::with_limits(":1\n");
@@ -797,11 +797,11 @@ fn with_descriptors_0_to_2_closed_the_plugin_and_its_notifier_get_dev_null() {
 #[test]
 fn memory_that_runs_out_is_an_internal_error_not_sigabrt() {
     let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
-        eprintln!("skipped: prlimit (util-linux) not installed");
+        skip("prlimit (util-linux) not installed");
         return;
     };
     let Some(image) = image_size(PLUGIN) else {
-        eprintln!("skipped: the plug-in is not a static binary on this target");
+        skip("the plug-in is not a static binary on this target");
         return;
     };
     let s = Sandbox::with_limits(":1000\nbig@example.com:5\n");
@@ -829,7 +829,7 @@ fn memory_that_runs_out_is_an_internal_error_not_sigabrt() {
 #[test]
 fn a_counter_root_creates_goes_to_the_directorys_owner_so_the_smtpd_user_keeps_counting() {
     if !is_root() {
-        eprintln!("skipped: not root, cannot create a counter as root for another account");
+        skip("not root, cannot create a counter as root for another account");
         return;
     }
     let s = Sandbox::with_limits(":100\n");
