@@ -259,7 +259,7 @@ fn identify(uid: u32, asked: Option<&[u8]>) -> Result<Who, Stop> {
             c.name()
         }
     };
-    let client = Client::from_name(&name).ok_or_else(|| Internal("empty client name".into()))?;
+    let client = Client::from_name(&name).ok_or_else(|| Internal::other("empty client name"))?;
     let shared = mapped.mapped() || client.name() != identity::default_client(&login);
     Ok(Who {
         login,
@@ -406,10 +406,10 @@ fn prepare(who: &Who, caller: Caller, s: &Submit) -> Result<Prepared, Stop> {
         stamp.as_bytes(),
     );
     let mut file = memory_file(c"overlimit-count")
-        .map_err(|e| Internal(format!("cannot buffer the message: {e}")))?;
+        .map_err(|e| Internal::other(format!("cannot buffer the message: {e}")))?;
     file.write_all(&msg)
         .and_then(|()| file.rewind())
-        .map_err(|e| Internal(format!("cannot buffer the message: {e}")))?;
+        .map_err(|e| Internal::other(format!("cannot buffer the message: {e}")))?;
     let call = Invocation::new(
         program,
         s.ignore_dots,

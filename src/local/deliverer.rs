@@ -21,7 +21,7 @@ pub fn resolve(control: &Path) -> Result<PathBuf, Internal> {
     };
     let shown = control.display();
     if !super::trusted(&meta) {
-        return Err(Internal(format!(
+        return Err(Internal::other(format!(
             "{shown}: not trusted (it must be a regular file owned by root, writable by \
              no one else: chown root {shown}; chmod 644 {shown})"
         )));
@@ -34,7 +34,7 @@ pub fn resolve(control: &Path) -> Result<PathBuf, Internal> {
         .trim_ascii();
     let path = Path::new(std::ffi::OsStr::from_bytes(line));
     if !path.is_absolute() {
-        return Err(Internal(format!(
+        return Err(Internal::other(format!(
             "{shown}: the first line must be an absolute path"
         )));
     }
@@ -61,7 +61,7 @@ fn fits_exec(args: &[&[u8]], env: &[&[u8]]) -> Result<(), Internal> {
         + 2 * pointer;
     // A margin for the program's name and what the kernel adds.
     if needed + 4096 > allowed || args.iter().any(|a| a.len() >= 128 << 10) {
-        return Err(Internal(format!(
+        return Err(Internal::other(format!(
             "the deliverer's arguments ({needed} bytes) do not fit the {allowed} bytes \
              the stack limit allows"
         )));

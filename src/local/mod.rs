@@ -65,8 +65,9 @@ pub fn trusted(meta: &std::fs::Metadata) -> bool {
 /// before counting, so a message that cannot be handed on is never counted).
 pub fn executable(path: &std::path::Path) -> Result<(), crate::error::Internal> {
     use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| crate::error::Internal(format!("{}: a NUL in the path", path.display())))?;
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        crate::error::Internal::other(format!("{}: a NUL in the path", path.display()))
+    })?;
     // SAFETY: faccessat reads a NUL-terminated string we own.
     let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
     if r != 0 {

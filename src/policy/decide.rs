@@ -101,7 +101,7 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
         &request.sasl_username
     };
     let client = Client::from_name(name).ok_or_else(|| {
-        Internal("no client: the request has neither sasl_username nor client_address".into())
+        Internal::other("no client: the request has neither sasl_username nor client_address")
     })?;
     let mut notes = Vec::new();
     let resolved = lookups.resolve(&config.control, &client, &mut notes);
