@@ -20,6 +20,7 @@
 //! or without root, the test fails with the reason under CI=true and is
 //! skipped with the reason elsewhere.
 
+mod common;
 #[path = "support/jail.rs"]
 mod jail;
 
@@ -282,7 +283,7 @@ impl Drop for Postfix {
 /// wrapper's deliverer Postfix's sendmail; `None` when skipped.
 fn setup(limits: &str) -> Option<(Postfix, Jail)> {
     if let Some(why) = unavailable() {
-        jail::skip(&why);
+        common::skip(&why);
         return None;
     }
     let pf = Postfix::configure();

@@ -5,6 +5,7 @@
 //! mail the way qmail-inject does: the message on fd 0, then the envelope on
 //! fd 1.
 
+mod common;
 #[path = "support/jail.rs"]
 mod jail;
 
@@ -240,7 +241,7 @@ fn queue_front_off_puts_the_original_back() {
     ));
     assert!(off.status.success(), "{}", jail::text(&off));
     assert_eq!(stat("qmail-queue"), "qmailq:qmailq 4711");
-    assert!(!jail::exists(
+    assert!(!common::exists(
         &j.path(&format!("{QMAILDIR}/bin/qmail-queue.orig"))
     ));
     // Uncounted again, as before the swap.

@@ -653,12 +653,12 @@ fn a_site_that_controls_the_counters_cgroup_is_refused() {
         return;
     };
     let Some(top) = cgroup2_mount() else {
-        jail::skip("no cgroup v2 mount");
+        common::skip("no cgroup v2 mount");
         return;
     };
     let dir = top.join(format!("overlimit-test-{}", std::process::id()));
     if std::fs::create_dir(&dir).is_err() {
-        jail::skip(&format!("cannot create {}", dir.display()));
+        common::skip(&format!("cannot create {}", dir.display()));
         return;
     }
     let cg = TestCgroup(dir);

@@ -9,7 +9,9 @@
 //! on the host: the namespace, its mounts and the tmpfs go with the holder.
 //!
 //! Without root (or without unshare, nsenter, setpriv, make) a test says
-//! `skipped: REASON` on stderr and passes; under CI=true it fails instead.
+//! `skipped: REASON` on stderr and passes; under CI=true it fails instead
+//! (tests/common's `skip`: a test file that includes this one has
+//! `mod common;`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -51,15 +53,6 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// `skipped: WHY` on stderr and true, or a panic under CI=true.
-pub fn skip(why: &str) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("cannot run under CI: {why}");
-    }
-    eprintln!("skipped: {why}");
-    true
-}
-
 /// Returns a jail, or skips: `let Some(j) = Jail::or_skip() else { return };`.
 pub struct Jail {
     holder: Child,
@@ -76,7 +69,7 @@ impl Jail {
     /// A jail that also bind-mounts each host path `from` over `to`.
     pub fn with_mounts(binds: &[(&Path, &str)]) -> Option<Jail> {
         if let Some(why) = unavailable() {
-            skip(&why);
+            crate::common::skip(&why);
             return None;
         }
         Some(Jail::start(binds))
@@ -426,9 +419,4 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// True if `path` exists (without following a final symlink).
-pub fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
 }
