@@ -25,6 +25,8 @@ mod common;
 mod jail;
 #[path = "support/postfix.rs"]
 mod postfix;
+#[path = "support/process.rs"]
+mod process;
 
 use jail::{uid, Jail, QMAILDIR};
 use postfix::{Options, Postfix};

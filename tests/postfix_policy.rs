@@ -13,6 +13,8 @@ mod common;
 mod policy;
 #[path = "support/postfix.rs"]
 mod postfix;
+#[path = "support/process.rs"]
+mod process;
 
 use postfix::{skip_unless_available, Postfix, RUN_AS};
 use std::os::unix::net::UnixStream;

@@ -8,10 +8,14 @@
 mod common;
 #[path = "support/jail.rs"]
 mod jail;
+#[path = "support/process.rs"]
+mod process;
 
-use jail::{uid, Done, Jail, QMAILDIR};
+use jail::{uid, Jail, QMAILDIR};
+use process::Finished;
 use std::io::Write;
 use std::process::Stdio;
+use std::time::Instant;
 
 const SITE: &str = "site1";
 
@@ -38,7 +42,7 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Vec<u8> {
 /// Runs `bin/qmail-queue` as `login` with extra setpriv options: the message
 /// written on its fd 0 first, then the envelope on its fd 1, both pipes (a
 /// front that read fd 1 first would deadlock against this writer).
-fn queue(j: &Jail, login: &str, extra: &[&str], message: &[u8], env: &[u8]) -> Done {
+fn queue(j: &Jail, login: &str, extra: &[&str], message: &[u8], env: &[u8]) -> Finished {
     let (env_read, mut env_write) = std::io::pipe().unwrap();
     let mut c = j.as_user(login, extra);
     c.arg(format!("{QMAILDIR}/bin/qmail-queue"));
@@ -56,7 +60,7 @@ fn queue(j: &Jail, login: &str, extra: &[&str], message: &[u8], env: &[u8]) -> D
         drop(stdin);
         let _ = env_write.write_all(&env);
     });
-    let done = jail::wait_bounded(child);
+    let done = process::finish(child, Instant::now());
     let _ = writer.join();
     done
 }
@@ -277,7 +281,7 @@ fn a_low_file_size_limit_is_a_refusal_not_a_signal() {
         drop(stdin);
         let _ = env_write.write_all(&envelope("s", &["a@x"]));
     });
-    let d = jail::wait_bounded(child);
+    let d = process::finish(child, Instant::now());
     let _ = writer.join();
     assert_eq!(d.code, Some(53), "{d:?}");
     assert!(
@@ -326,7 +330,7 @@ printf 'Fs\\0Ta@x\\0\\0' > both; {QMAILDIR}/bin/qmail-queue <> both 1>&0; echo s
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(600));
     drop(lock);
-    let d = jail::wait_bounded(child);
+    let d = process::finish(child, Instant::now());
     assert!(d.stdout.contains("queued=0"), "{d:?}");
     let q = queued(&j);
     assert_eq!(q[1].0, b"Subject: first\n\nx\n");
