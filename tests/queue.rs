@@ -14,7 +14,7 @@ mod process;
 use jail::{uid, Jail, QMAILDIR};
 use process::Finished;
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 const SITE: &str = "site1";
@@ -39,13 +39,19 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Vec<u8> {
     e
 }
 
-/// Runs `bin/qmail-queue` as `login` with extra setpriv options: the message
-/// written on its fd 0 first, then the envelope on its fd 1, both pipes (a
-/// front that read fd 1 first would deadlock against this writer).
+/// Runs `bin/qmail-queue` as `login` with extra setpriv options, fed as
+/// `feed_queue` feeds it.
 fn queue(j: &Jail, login: &str, extra: &[&str], message: &[u8], env: &[u8]) -> Finished {
-    let (env_read, mut env_write) = std::io::pipe().unwrap();
     let mut c = j.as_user(login, extra);
     c.arg(format!("{QMAILDIR}/bin/qmail-queue"));
+    feed_queue(c, message, env)
+}
+
+/// Runs `c` (a qmail-queue): the message written on its fd 0 first, then
+/// the envelope on its fd 1, both pipes (a front that read fd 1 first would
+/// deadlock against this writer).
+fn feed_queue(mut c: Command, message: &[u8], env: &[u8]) -> Finished {
+    let (env_read, mut env_write) = std::io::pipe().unwrap();
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::from(env_read))
@@ -261,28 +267,13 @@ fn a_low_file_size_limit_is_a_refusal_not_a_signal() {
     let d = queue(&j, SITE, &[], &msg, &envelope("s", &["a@x"]));
     assert_eq!(d.code, Some(0), "{d:?}");
     // Run under prlimit through sh, so the limit holds for the front itself.
-    let (env_read, mut env_write) = std::io::pipe().unwrap();
     let mut c = j.as_user(SITE, &[]);
     c.args([
         "prlimit",
         "--fsize=65536:65536",
         &format!("{QMAILDIR}/bin/qmail-queue"),
     ]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(env_read))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(c);
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&msg);
-        drop(stdin);
-        let _ = env_write.write_all(&envelope("s", &["a@x"]));
-    });
-    let d = process::finish(child, Instant::now());
-    let _ = writer.join();
+    let d = feed_queue(c, &msg, &envelope("s", &["a@x"]));
     assert_eq!(d.code, Some(53), "{d:?}");
     assert!(
         d.stderr
