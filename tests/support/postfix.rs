@@ -148,8 +148,9 @@ pub struct Options<'a> {
     /// for these logins (`user@realm`), all with `PASSWORD`. `None`: no
     /// network service.
     pub smtpd_sasl_logins: Option<&'a [&'a str]>,
-    /// Lines for the end of main.cf and of master.cf.
+    /// Lines for the end of main.cf.
     pub main_cf: String,
+    /// Lines for the end of master.cf.
     pub master_cf: String,
     /// The configuration is to be mounted over /etc/postfix (in a jail): the
     /// installation files `postfix start` checks against come along.
