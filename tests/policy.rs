@@ -7,6 +7,8 @@
 mod common;
 #[path = "support/policy.rs"]
 mod policy;
+#[path = "support/process.rs"]
+mod process;
 
 use common::Sandbox;
 use policy::{actions, command, rcpt, request, spawn_mode, Daemon, Peer};
@@ -197,7 +199,7 @@ fn hold_lock(path: &std::path::Path, seconds: &str) -> std::process::Child {
         probe.unwrap().success()
     };
     while free() {
-        assert!(started.elapsed() < policy::HANG);
+        assert!(started.elapsed() < process::HANG);
         std::thread::sleep(Duration::from_millis(10));
     }
     child
@@ -290,7 +292,7 @@ fn under_spawn_logs_never_reach_the_socket_that_is_also_stderr() {
     // would be read by smtpd as a reply.
     let s = Sandbox::with_limits("u@example.com:1\n");
     let (ours, theirs) = UnixStream::pair().unwrap();
-    ours.set_read_timeout(Some(policy::HANG)).unwrap();
+    ours.set_read_timeout(Some(process::HANG)).unwrap();
     let fd = std::os::fd::OwnedFd::from(theirs);
     let mut child = command(&env(&s, &[]), &[])
         .stdin(Stdio::from(fd.try_clone().unwrap()))
@@ -435,7 +437,7 @@ fn inet_listening_serves_tcp_clients() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(policy::HANG)).unwrap();
+    stream.set_read_timeout(Some(process::HANG)).unwrap();
     let mut peer = Peer::new(stream);
     let ask = request("RCPT", "", "192.0.2.10", "x@remote.example");
     assert_eq!(peer.ask(&ask).as_deref(), Some("DUNNO"));

@@ -1,14 +1,14 @@
 //! sendmail-overlimit in front of a real MTA: Debian's Postfix, a private
-//! instance (its own configuration, queue and mail spool in a temporary
-//! directory, no network service), with the wrapper installed in the jail of
-//! tests/support/jail.rs, where the private main.cf is bind-mounted over
-//! /etc/postfix so that /usr/sbin/sendmail (the deliverer named in
-//! control/overlimit-sendmail) and postdrop use it; the instance itself runs
-//! in the jail too, so that local(8) sees the jail's accounts. Postfix is
-//! configured as the README says: `authorized_submit_users = root,
-//! overlimit`, so a site that runs Postfix's sendmail or postdrop itself is
-//! refused, and
-//! `forward_path =`, so a site's `~/.forward` cannot fan one counted message
+//! instance of tests/support/postfix.rs (its own configuration, queue and
+//! mail spool in a temporary directory, no network service), with the
+//! wrapper installed in the jail of tests/support/jail.rs, where the private
+//! main.cf is bind-mounted over /etc/postfix so that /usr/sbin/sendmail (the
+//! deliverer named in control/overlimit-sendmail) and postdrop use it; the
+//! instance itself runs in the jail too, so that local(8) sees the jail's
+//! accounts. Postfix is configured as the README says:
+//! `authorized_submit_users = root, overlimit`, so a site that runs
+//! Postfix's sendmail or postdrop itself is refused, and `forward_path =`,
+//! so a site's `~/.forward` cannot fan one counted message
 //! out to uncounted recipients.
 //!
 //! A corpus of hostile argument lists and messages goes through the wrapper;
@@ -20,274 +20,47 @@
 //! or without root, the test fails with the reason under CI=true and is
 //! skipped with the reason elsewhere.
 
+mod common;
 #[path = "support/jail.rs"]
 mod jail;
+#[path = "support/postfix.rs"]
+mod postfix;
+#[path = "support/process.rs"]
+mod process;
 
 use jail::{uid, Jail, QMAILDIR};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use postfix::{Options, Postfix};
+use std::process::{Command, Stdio};
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_rcptcheck-overlimit");
-const POSTFIX: &str = "/usr/sbin/postfix";
-const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
-/// Delivery on loopback takes well under a second; this only bounds a failure.
-const DELIVERY: Duration = Duration::from_secs(60);
 
-/// Only the services local delivery needs, none chrooted, none on the network.
-const MASTER_CF: &str = "\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-";
-
-/// Debian's Postfix installation files (meta_directory, /etc/postfix).
-const META_FILES: [&str; 6] = [
-    "postfix-files",
-    "postfix-files.d",
-    "dynamicmaps.cf",
-    "dynamicmaps.cf.d",
-    "postfix-script",
-    "post-install",
-];
-
-/// Why the test cannot run here, if it cannot.
-fn unavailable() -> Option<String> {
-    if !Path::new(POSTFIX).exists() {
-        return Some(format!("{POSTFIX} is missing (apt-get install postfix)"));
-    }
-    jail::unavailable()
-}
-
-/// A running private Postfix instance, stopped and removed when dropped.
-struct Postfix {
-    root: PathBuf,
-}
-
-impl Postfix {
-    /// The private instance's files; started by `start`, in the jail.
-    fn configure() -> Postfix {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let root =
-            std::env::temp_dir().join(format!("overlimit-postfix-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for d in ["etc", "queue", "data", "spool"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        let pf = Postfix { root };
-        let r = pf.root.display();
-        let main_cf = format!(
-            "compatibility_level = 3.6
-queue_directory = {r}/queue
-data_directory = {r}/data
-mail_spool_directory = {r}/spool
-maillog_file_prefixes = {r}
-maillog_file = {r}/maillog
-myhostname = overlimit-test.invalid
-myorigin = $myhostname
-mydestination = $myhostname, localhost
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-relayhost =
-default_transport = error:this test sends no mail out
+/// main.cf as the README says for local mail.
+const LOCAL_MAIL_MAIN_CF: &str = "\
 # Only the wrapper's privileged part (and root) may submit: a site that
 # runs sendmail or postdrop itself is refused.
 authorized_submit_users = root, overlimit
 # No site-written forward files: local(8) would resend each message a site
 # receives to every address in its ~/.forward, past any count.
 forward_path =
-"
-        );
-        std::fs::write(pf.root.join("etc/main.cf"), main_cf).unwrap();
-        // The private configuration hides /etc/postfix in the jail: the
-        // files `postfix start` checks the installation against come along.
-        let copy = Command::new("cp")
-            .arg("-r")
-            .args(META_FILES.map(|f| format!("/etc/postfix/{f}")))
-            .arg(pf.root.join("etc"))
-            .status()
-            .unwrap();
-        assert!(
-            copy.success(),
-            "copying Postfix's installation files failed"
-        );
-        std::fs::write(pf.root.join("etc/master.cf"), MASTER_CF).unwrap();
-        // Postfix wants its data directory for itself; local delivery writes
-        // mailboxes as each recipient.
-        let chown = Command::new("chown")
-            .arg("postfix")
-            .arg(pf.root.join("data"))
-            .status()
-            .unwrap();
-        assert!(chown.success(), "chown postfix failed");
-        std::fs::set_permissions(
-            pf.root.join("spool"),
-            std::fs::Permissions::from_mode(0o1777),
-        )
-        .unwrap();
-        pf
-    }
-
-    /// Starts the instance inside the jail's mount namespace: local(8) then
-    /// finds the jail's accounts, as it would find the sites' on a server.
-    fn start(&self, j: &Jail) {
-        let out = j
-            .command()
-            .args([POSTFIX, "-c"])
-            .arg(self.config())
-            .arg("start")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "postfix start: {}",
-            self.diagnostics(&out)
-        );
-    }
-
-    fn config(&self) -> PathBuf {
-        self.root.join("etc")
-    }
-
-    /// `postfix -c CONFIG ARGS`.
-    fn postfix(&self, args: &[&str]) -> Output {
-        Command::new(POSTFIX)
-            .env_clear()
-            .env("PATH", PATH)
-            .arg("-c")
-            .arg(self.config())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root.join("maillog")).unwrap_or_default()
-    }
-
-    fn diagnostics(&self, out: &Output) -> String {
-        format!("{}\nmaillog:\n{}", jail::text(out), self.log())
-    }
-
-    /// The mbox of `user` in the private spool.
-    fn mailbox(&self, user: &str) -> String {
-        std::fs::read_to_string(self.root.join("spool").join(user)).unwrap_or_default()
-    }
-
-    /// Messages in `user`'s mbox.
-    fn delivered(&self, user: &str) -> usize {
-        let mbox = self.mailbox(user);
-        mbox.lines().filter(|l| l.starts_with("From ")).count()
-    }
-
-    /// `postqueue -p`'s report.
-    fn queue(&self) -> String {
-        let out = Command::new("postqueue")
-            .env_clear()
-            .env("PATH", PATH)
-            .arg("-c")
-            .arg(self.config())
-            .arg("-p")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The messages pickup took from uid `uid`, and the recipients qmgr
-    /// found in each (Postfix's own count of what was queued).
-    fn queued_by(&self, uid: u32) -> Vec<u64> {
-        let log = self.log();
-        let ids: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("postfix/pickup") && l.contains(&format!(" uid={uid} ")))
-            .filter_map(|l| l.split(": ").nth(1))
-            .collect();
-        ids.iter()
-            .map(|id| {
-                log.lines()
-                    .filter(|l| l.contains("postfix/qmgr") && l.contains(&format!("{id}: from=")))
-                    .find_map(|l| l.split("nrcpt=").nth(1)?.split(' ').next()?.parse().ok())
-                    .unwrap_or(0)
-            })
-            .collect()
-    }
-
-    /// Waits until Postfix has picked up `messages` messages from `uid` and
-    /// qmgr has counted their recipients, and the queue is empty.
-    fn settle(&self, uid: u32, messages: usize) -> Vec<u64> {
-        let started = Instant::now();
-        loop {
-            let q = self.queued_by(uid);
-            if q.len() >= messages
-                && q.iter().all(|&n| n > 0)
-                && self.queue().contains("Mail queue is empty")
-            {
-                return q;
-            }
-            assert!(
-                started.elapsed() < DELIVERY,
-                "after {DELIVERY:?}: {q:?} of {messages} messages; queue:\n{}\nmaillog:\n{}",
-                self.queue(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let pid_file = self.root.join("queue/pid/master.pid");
-        let pid: Option<i32> = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse().ok());
-        let _ = self.postfix(&["stop"]);
-        // Removing the directory under a master still shutting down would
-        // leave it complaining; wait for it, boundedly.
-        if let Some(pid) = pid {
-            let started = Instant::now();
-            // SAFETY: signal 0 only checks that the process exists.
-            while unsafe { libc::kill(pid, 0) } == 0 && started.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+";
 
 /// A Postfix and a jail whose /etc/postfix is its configuration, the
 /// wrapper's deliverer Postfix's sendmail; `None` when skipped.
 fn setup(limits: &str) -> Option<(Postfix, Jail)> {
-    if let Some(why) = unavailable() {
-        jail::skip(&why);
+    if let Some(why) = postfix::unavailable().or_else(jail::unavailable) {
+        common::skip(&why);
         return None;
     }
-    let pf = Postfix::configure();
+    let mut pf = Postfix::new("postfix");
+    pf.configure(Options {
+        main_cf: LOCAL_MAIL_MAIN_CF.into(),
+        replaces_etc_postfix: true,
+        ..Options::default()
+    });
     let j = Jail::with_mounts(&[(&pf.config(), "/etc/postfix")])?;
-    pf.start(&j);
+    // Started inside the jail's mount namespace: local(8) then finds the
+    // jail's accounts, as it would find the sites' on a server.
+    pf.start(Some(j.command()));
     j.control("overlimit-sendmail", "/usr/sbin/sendmail\n");
     j.control("relaylimits", limits);
     Some((pf, j))
@@ -420,7 +193,7 @@ fn every_recipient_postfix_queues_from_the_hostile_corpus_was_counted() {
     )));
     let null = format!(" uid={} from=<>", uid("overlimit"));
     assert!(
-        pf.log()
+        pf.maillog()
             .lines()
             .any(|l| l.contains("postfix/pickup") && l.contains(&null)),
         "the null sender was not kept"
@@ -538,6 +311,6 @@ fn a_sites_forward_file_cannot_fan_out_one_counted_message() {
         (delivered, j.total("site1@localhost")),
         (1, Some(1)),
         "maillog:\n{}",
-        pf.log()
+        pf.maillog()
     );
 }

@@ -13,6 +13,8 @@ mod common;
 mod policy;
 #[path = "support/postfix.rs"]
 mod postfix;
+#[path = "support/process.rs"]
+mod process;
 
 use postfix::{skip_unless_available, Postfix, RUN_AS};
 use std::os::unix::net::UnixStream;
@@ -66,7 +68,7 @@ fn spawned_from_master_cf_it_defers_a_login_after_its_limit_and_counts_only_rela
         return;
     }
     let users = ["alice@example.com", "bob@example.com"];
-    let pf = Postfix::start(
+    let pf = Postfix::with_policy_service(
         "policy-spawn",
         &users,
         "alice@example.com:3\nbob@example.com:4\n",
@@ -143,7 +145,7 @@ fn the_daemon_holds_over_limit_mail_and_stops_cleanly_on_sigterm() {
     if skip_unless_available() {
         return;
     }
-    let pf = Postfix::start(
+    let pf = Postfix::with_policy_service(
         "policy-daemon",
         &["carol@example.com"],
         "carol@example.com:1\n",

@@ -5,12 +5,17 @@
 //! mail the way qmail-inject does: the message on fd 0, then the envelope on
 //! fd 1.
 
+mod common;
 #[path = "support/jail.rs"]
 mod jail;
+#[path = "support/process.rs"]
+mod process;
 
-use jail::{uid, Done, Jail, QMAILDIR};
+use jail::{uid, Jail, QMAILDIR};
+use process::Finished;
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 const SITE: &str = "site1";
 
@@ -34,13 +39,19 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Vec<u8> {
     e
 }
 
-/// Runs `bin/qmail-queue` as `login` with extra setpriv options: the message
-/// written on its fd 0 first, then the envelope on its fd 1, both pipes (a
-/// front that read fd 1 first would deadlock against this writer).
-fn queue(j: &Jail, login: &str, extra: &[&str], message: &[u8], env: &[u8]) -> Done {
-    let (env_read, mut env_write) = std::io::pipe().unwrap();
+/// Runs `bin/qmail-queue` as `login` with extra setpriv options, fed as
+/// `feed_queue` feeds it.
+fn queue(j: &Jail, login: &str, extra: &[&str], message: &[u8], env: &[u8]) -> Finished {
     let mut c = j.as_user(login, extra);
     c.arg(format!("{QMAILDIR}/bin/qmail-queue"));
+    feed_queue(c, message, env)
+}
+
+/// Runs `c` (a qmail-queue): the message written on its fd 0 first, then
+/// the envelope on its fd 1, both pipes (a front that read fd 1 first would
+/// deadlock against this writer).
+fn feed_queue(mut c: Command, message: &[u8], env: &[u8]) -> Finished {
+    let (env_read, mut env_write) = std::io::pipe().unwrap();
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::from(env_read))
@@ -55,7 +66,7 @@ fn queue(j: &Jail, login: &str, extra: &[&str], message: &[u8], env: &[u8]) -> D
         drop(stdin);
         let _ = env_write.write_all(&env);
     });
-    let done = jail::wait_bounded(child);
+    let done = process::finish(child, Instant::now());
     let _ = writer.join();
     done
 }
@@ -240,7 +251,7 @@ fn queue_front_off_puts_the_original_back() {
     ));
     assert!(off.status.success(), "{}", jail::text(&off));
     assert_eq!(stat("qmail-queue"), "qmailq:qmailq 4711");
-    assert!(!jail::exists(
+    assert!(!common::exists(
         &j.path(&format!("{QMAILDIR}/bin/qmail-queue.orig"))
     ));
     // Uncounted again, as before the swap.
@@ -256,28 +267,13 @@ fn a_low_file_size_limit_is_a_refusal_not_a_signal() {
     let d = queue(&j, SITE, &[], &msg, &envelope("s", &["a@x"]));
     assert_eq!(d.code, Some(0), "{d:?}");
     // Run under prlimit through sh, so the limit holds for the front itself.
-    let (env_read, mut env_write) = std::io::pipe().unwrap();
     let mut c = j.as_user(SITE, &[]);
     c.args([
         "prlimit",
         "--fsize=65536:65536",
         &format!("{QMAILDIR}/bin/qmail-queue"),
     ]);
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(env_read))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(c);
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&msg);
-        drop(stdin);
-        let _ = env_write.write_all(&envelope("s", &["a@x"]));
-    });
-    let d = jail::wait_bounded(child);
-    let _ = writer.join();
+    let d = feed_queue(c, &msg, &envelope("s", &["a@x"]));
     assert_eq!(d.code, Some(53), "{d:?}");
     assert!(
         d.stderr
@@ -325,7 +321,7 @@ printf 'Fs\\0Ta@x\\0\\0' > both; {QMAILDIR}/bin/qmail-queue <> both 1>&0; echo s
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(600));
     drop(lock);
-    let d = jail::wait_bounded(child);
+    let d = process::finish(child, Instant::now());
     assert!(d.stdout.contains("queued=0"), "{d:?}");
     let q = queued(&j);
     assert_eq!(q[1].0, b"Subject: first\n\nx\n");

@@ -8,6 +8,8 @@
 mod common;
 #[path = "support/jail.rs"]
 mod jail;
+#[path = "support/process.rs"]
+mod process;
 
 use common::{Run, Sandbox};
 use jail::{uid, Jail, QMAILDIR};
@@ -479,7 +481,7 @@ fn without_its_privilege_in_effect_the_counter_refuses_naming_the_fix() {
         return;
     };
     let bin = format!("{QMAILDIR}/bin");
-    let refused = |d: &jail::Done, how: &str| {
+    let refused = |d: &process::Finished, how: &str| {
         assert_eq!(d.code, Some(111), "{how}: {d:?}");
         assert!(
             d.stderr.contains("set-user-id") && d.stderr.contains("run make install as root"),
@@ -653,12 +655,12 @@ fn a_site_that_controls_the_counters_cgroup_is_refused() {
         return;
     };
     let Some(top) = cgroup2_mount() else {
-        jail::skip("no cgroup v2 mount");
+        common::skip("no cgroup v2 mount");
         return;
     };
     let dir = top.join(format!("overlimit-test-{}", std::process::id()));
     if std::fs::create_dir(&dir).is_err() {
-        jail::skip(&format!("cannot create {}", dir.display()));
+        common::skip(&format!("cannot create {}", dir.display()));
         return;
     }
     let cg = TestCgroup(dir);
@@ -729,12 +731,12 @@ fn the_sites_terminal_cannot_interrupt_the_deliverer_after_it_queued() {
     let queued = j.path(&format!("{QMAILDIR}/deliveries/queued"));
     let started = std::time::Instant::now();
     while !queued.exists() {
-        assert!(started.elapsed() < jail::HANG, "the deliverer never ran");
+        assert!(started.elapsed() < process::HANG, "the deliverer never ran");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     keyboard.write_all(b"\x03").unwrap();
     keyboard.flush().unwrap();
-    let d = jail::wait_bounded(child);
+    let d = process::finish(child, std::time::Instant::now());
     drop(keyboard);
     assert!(d.stdout.contains("exit=0"), "{d:?}");
     // Queued, so counted: no refund.

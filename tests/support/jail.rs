@@ -9,14 +9,17 @@
 //! on the host: the namespace, its mounts and the tmpfs go with the holder.
 //!
 //! Without root (or without unshare, nsenter, setpriv, make) a test says
-//! `skipped: REASON` on stderr and passes; under CI=true it fails instead.
+//! `skipped: REASON` on stderr and passes; under CI=true it fails instead
+//! (tests/common's `skip`: a test file that includes this one has
+//! `mod common;`, and `#[path = "support/process.rs"] mod process;` for
+//! running the jail's commands).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use crate::process::Finished;
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 pub const QMAILDIR: &str = "/var/qmail";
 pub const COUNT: &str = env!("CARGO_BIN_EXE_overlimit-count");
@@ -51,15 +54,6 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// `skipped: WHY` on stderr and true, or a panic under CI=true.
-pub fn skip(why: &str) -> bool {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("cannot run under CI: {why}");
-    }
-    eprintln!("skipped: {why}");
-    true
-}
-
 /// Returns a jail, or skips: `let Some(j) = Jail::or_skip() else { return };`.
 pub struct Jail {
     holder: Child,
@@ -76,7 +70,7 @@ impl Jail {
     /// A jail that also bind-mounts each host path `from` over `to`.
     pub fn with_mounts(binds: &[(&Path, &str)]) -> Option<Jail> {
         if let Some(why) = unavailable() {
-            skip(&why);
+            crate::common::skip(&why);
             return None;
         }
         Some(Jail::start(binds))
@@ -240,26 +234,14 @@ install -d -o qmailq -g qmailq -m 700 $d/standin
         c
     }
 
-    /// Runs `cmd` with `input` on stdin; bounded by a hang limit.
-    pub fn feed(&self, mut cmd: Command, input: &[u8]) -> Done {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let done = wait_bounded(child);
-        let _ = writer.join();
-        done
+    /// Runs `cmd` (a command of this jail's) with `input` on stdin;
+    /// bounded by a hang limit.
+    pub fn feed(&self, cmd: Command, input: &[u8]) -> Finished {
+        crate::process::feed(cmd, input)
     }
 
     /// `sendmail-overlimit ARGS` as `login`, the message on stdin.
-    pub fn sendmail(&self, login: &str, args: &[&str], message: &[u8]) -> Done {
+    pub fn sendmail(&self, login: &str, args: &[&str], message: &[u8]) -> Finished {
         let mut c = self.as_user(login, &[]);
         c.arg(format!("{QMAILDIR}/bin/sendmail-overlimit"))
             .args(args);
@@ -368,67 +350,10 @@ impl Delivery {
     }
 }
 
-#[derive(Debug)]
-pub struct Done {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-/// No program may take longer; a hang fails the test.
-pub const HANG: Duration = Duration::from_secs(30);
-
-/// Waits for `child`, reading its output meanwhile; a hang fails the test.
-pub fn wait_bounded(mut child: Child) -> Done {
-    use std::io::Read;
-    let reader = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut s);
-            }
-            String::from_utf8_lossy(&s).into_owned()
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|o| Box::new(o) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|o| Box::new(o) as Box<dyn Read + Send>),
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            panic!("hung for {HANG:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Done {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// True if `path` exists (without following a final symlink).
-pub fn exists(path: &Path) -> bool {
-    std::fs::symlink_metadata(path).is_ok()
 }

@@ -1,8 +1,11 @@
 //! Talking to overlimit-policy the way Postfix's smtpd does: requests of
 //! `name=value` lines, replies read to their empty line; the program run in
 //! spawn mode (one connection on stdin/stdout) or as a daemon on a socket.
+//! A test file that includes this one has `#[path = "support/process.rs"]
+//! mod process;`, which runs the program boundedly (`HANG`).
 #![allow(dead_code)]
 
+use crate::process::{finish_drained, Drained, Finished, HANG};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,9 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const POLICY: &str = env!("CARGO_BIN_EXE_overlimit-policy");
-
-/// No answer, start or stop may take longer: a hang fails the test.
-pub const HANG: Duration = Duration::from_secs(20);
 
 /// A request as smtpd 3.7 sends it, with the attributes that matter here set
 /// and a few others around them, as a real request has.
@@ -103,15 +103,6 @@ impl Peer<UnixStream> {
     }
 }
 
-/// What a finished run left.
-#[derive(Debug)]
-pub struct Finished {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
 /// The program with a cleared environment and `env`.
 pub fn command(env: &[(OsString, OsString)], args: &[&str]) -> Command {
     let mut c = Command::new(POLICY);
@@ -122,87 +113,20 @@ pub fn command(env: &[(OsString, OsString)], args: &[&str]) -> Command {
     c
 }
 
-/// Output read while a program runs, so that a full pipe never stalls it.
-pub struct Drained {
-    stdout: std::thread::JoinHandle<String>,
-    stderr: std::thread::JoinHandle<String>,
+/// Waits for `child` at most `HANG`, killing it on a hang (which fails);
+/// a signal that ended it fails the test too.
+pub fn finish(child: Child, started: Instant) -> Finished {
+    by_exit(crate::process::finish(child, started))
 }
 
-impl Drained {
-    pub fn from(child: &mut Child) -> Drained {
-        let drain = |r: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut b = Vec::new();
-                if let Some(mut r) = r {
-                    let _ = r.read_to_end(&mut b);
-                }
-                String::from_utf8_lossy(&b).into_owned()
-            })
-        };
-        Drained {
-            stdout: drain(
-                child
-                    .stdout
-                    .take()
-                    .map(|o| Box::new(o) as Box<dyn Read + Send>),
-            ),
-            stderr: drain(
-                child
-                    .stderr
-                    .take()
-                    .map(|e| Box::new(e) as Box<dyn Read + Send>),
-            ),
-        }
-    }
-}
-
-/// Waits for `child` at most `HANG`, killing it on a hang (which fails).
-pub fn finish(mut child: Child, started: Instant) -> Finished {
-    let drained = Drained::from(&mut child);
-    finish_drained(child, drained, started)
-}
-
-fn finish_drained(mut child: Child, drained: Drained, started: Instant) -> Finished {
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > HANG {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "overlimit-policy hung; stderr: {}",
-                drained.stderr.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), None, "killed by a signal");
-    Finished {
-        code: status.code(),
-        stdout: drained.stdout.join().unwrap(),
-        stderr: drained.stderr.join().unwrap(),
-        elapsed: started.elapsed(),
-    }
+fn by_exit(f: Finished) -> Finished {
+    assert_eq!(f.signal, None, "killed by a signal");
+    f
 }
 
 /// Spawn mode: `input` on stdin, then end of input; stdout and stderr kept.
 pub fn spawn_mode(env: &[(OsString, OsString)], input: &[u8]) -> Finished {
-    let started = Instant::now();
-    let mut child = command(env, &[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    // Written from a thread: a server that stops reading must not block us.
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    finish(child, started)
+    by_exit(crate::process::feed(command(env, &[]), input))
 }
 
 /// The `action=` values of a spawn-mode run's stdout, in order.
@@ -241,7 +165,7 @@ impl Daemon {
         while !ready() {
             if d.child.as_mut().unwrap().0.try_wait().unwrap().is_some() {
                 let (child, drained) = d.child.take().unwrap();
-                let f = finish_drained(child, drained, d.started);
+                let f = by_exit(finish_drained(child, drained, d.started));
                 panic!("the daemon exited with {:?}: {}", f.code, f.stderr);
             }
             assert!(d.started.elapsed() < HANG, "the daemon never listened");
@@ -269,7 +193,7 @@ impl Daemon {
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let started = Instant::now();
         let (child, drained) = self.child.take().unwrap();
-        let mut f = finish_drained(child, drained, self.started);
+        let mut f = by_exit(finish_drained(child, drained, self.started));
         f.elapsed = started.elapsed();
         f
     }

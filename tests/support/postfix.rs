@@ -1,12 +1,17 @@
-//! A private Postfix instance with smtpd on a loopback port, SMTP AUTH from
-//! Cyrus SASL (a sasldb made with saslpasswd2) and the policy service set up
-//! from the lines in control-examples/, for tests that send mail with swaks
-//! the way a customer's mail client would.
+//! A private Postfix instance for tests: its own configuration, queue,
+//! mail spool and log in one fresh temporary directory, only the services
+//! local delivery needs, none chrooted, stopped and removed when dropped.
+//! What differs between the tests that use it are `Options`: smtpd on a
+//! loopback port with SMTP AUTH from Cyrus SASL (a sasldb made with
+//! saslpasswd2), for tests/postfix_policy.rs, which sends mail with swaks the
+//! way a customer's mail client would and sets the policy service up from
+//! the lines in control-examples/; or a configuration that a jail
+//! (tests/support/jail.rs) mounts over /etc/postfix, the instance started
+//! inside it, for tests/postfix.rs; and lines of main.cf of the test's own.
 //!
-//! Everything lives in one temporary directory (configuration, queue,
-//! mailboxes, SASL database, counters, copies of the programs, so that the
-//! unprivileged account that runs them can reach them wherever the checkout
-//! is) and is removed, with Postfix stopped, when the instance is dropped.
+//! For the policy tests the directory also holds the SASL database, the
+//! counters and copies of the programs, so that the unprivileged account
+//! that runs them can reach them wherever the checkout is.
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
@@ -15,15 +20,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub const POSTFIX: &str = "/usr/sbin/postfix";
 pub const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// Delivery on loopback takes well under a second; this only bounds a failure.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(60);
 /// The account that runs the policy programs and owns the counters.
 pub const RUN_AS: &str = "nobody";
 pub const PASSWORD: &str = "secret-for-tests";
 
-/// The services local delivery and smtpd need, none chrooted; smtpd is
-/// added on a loopback port by `start`.
+/// The services local delivery needs, none chrooted, none on the network;
+/// `configure` adds smtpd on a loopback port when asked to.
 const MASTER_CF: &str = "\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -45,10 +51,33 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 ";
 
-/// Why these tests cannot run here, if they cannot.
+/// Debian's Postfix installation files (meta_directory, /etc/postfix).
+const META_FILES: [&str; 6] = [
+    "postfix-files",
+    "postfix-files.d",
+    "dynamicmaps.cf",
+    "dynamicmaps.cf.d",
+    "postfix-script",
+    "post-install",
+];
+
+/// Why no private Postfix can start here, if it cannot.
 pub fn unavailable() -> Option<String> {
+    if !Path::new(POSTFIX).exists() {
+        return Some(format!("{POSTFIX} is missing (apt-get install postfix)"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("starting Postfix needs root".into());
+    }
+    None
+}
+
+/// Why the policy tests (smtpd, SASL, swaks, setpriv) cannot run here, if
+/// they cannot.
+pub fn policy_unavailable() -> Option<String> {
     for (tool, package) in [
-        ("/usr/sbin/postfix", "postfix"),
+        (POSTFIX, "postfix"),
         ("/usr/bin/swaks", "swaks"),
         ("/usr/sbin/saslpasswd2", "sasl2-bin"),
         ("/usr/bin/setpriv", "util-linux"),
@@ -65,11 +94,7 @@ pub fn unavailable() -> Option<String> {
             ));
         }
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("starting Postfix needs root".into());
-    }
-    None
+    unavailable()
 }
 
 /// Whether a Cyrus SASL plug-in named `prefix*` is installed, in
@@ -86,15 +111,13 @@ fn sasl_module(prefix: &str) -> bool {
     })
 }
 
-/// Fails under CI=true, else says `skipped: WHY` on stderr; true if skipped.
+/// For a policy test: skips (tests/common's `skip`: `skipped: WHY` on
+/// stderr, a failure under CI=true) and returns true when it cannot run.
 pub fn skip_unless_available() -> bool {
-    let Some(why) = unavailable() else {
+    let Some(why) = policy_unavailable() else {
         return false;
     };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the Postfix policy test cannot run under CI: {why}");
-    }
-    eprintln!("skipped: {why}");
+    crate::common::skip(&why);
     true
 }
 
@@ -118,42 +141,46 @@ pub fn example(name: &str, root: &Path) -> String {
         .replace("user=overlimit", &format!("user={RUN_AS}"))
 }
 
-/// A running private instance.
+/// What an instance has beyond local delivery.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// smtpd on a free loopback port, with SMTP AUTH (Cyrus SASL, a sasldb)
+    /// for these logins (`user@realm`), all with `PASSWORD`. `None`: no
+    /// network service.
+    pub smtpd_sasl_logins: Option<&'a [&'a str]>,
+    /// Lines for the end of main.cf.
+    pub main_cf: String,
+    /// Lines for the end of master.cf.
+    pub master_cf: String,
+    /// The configuration is to be mounted over /etc/postfix (in a jail): the
+    /// installation files `postfix start` checks against come along.
+    pub replaces_etc_postfix: bool,
+}
+
+/// A private instance; `configure` writes its files, `start` starts it.
 pub struct Postfix {
     pub root: PathBuf,
-    pub port: u16,
+    /// smtpd's loopback port, if it has one.
+    pub port: Option<u16>,
 }
 
 impl Postfix {
-    /// Starts Postfix with smtpd on a free loopback port, SMTP AUTH for
-    /// `users` (all with `PASSWORD`), and the control file `limits`.
-    pub fn start(name: &str, users: &[&str], limits: &str) -> Postfix {
-        let root = std::env::temp_dir().join(format!("overlimit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        for d in ["etc/sasl", "queue", "data", "spool", "overlimit", "bin"] {
+    /// A fresh directory for an instance (its name says which test's).
+    pub fn new(name: &str) -> Postfix {
+        let root = crate::common::fresh_dir(name);
+        // Postfix's daemons, as user postfix, work below it.
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for d in ["etc", "queue", "data", "spool"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pf = Postfix { root, port };
-        for program in [
-            env!("CARGO_BIN_EXE_overlimit-policy"),
-            env!("CARGO_BIN_EXE_rcptcheck-overlimit"),
-        ] {
-            let to = pf
-                .root
-                .join("bin")
-                .join(Path::new(program).file_name().unwrap());
-            std::fs::copy(program, &to).unwrap();
-        }
-        let r = pf.root.display();
-        // Mail for remote.example is relayed (counted) and then, by the
-        // virtual alias, delivered here to nobody, where the test finds it.
-        // mynetworks leaves loopback out: only SMTP AUTH may relay.
-        let main_cf = format!(
+        Postfix { root, port: None }
+    }
+
+    /// Writes main.cf, master.cf and, with smtpd, the SASL configuration and
+    /// database.
+    pub fn configure(&mut self, options: Options) {
+        let r = self.root.display();
+        let mut main_cf = format!(
             "compatibility_level = 3.6
 queue_directory = {r}/queue
 data_directory = {r}/data
@@ -165,42 +192,78 @@ myorigin = $myhostname
 mydestination = $myhostname, localhost
 inet_interfaces = loopback-only
 inet_protocols = ipv4
-mynetworks = 192.0.2.0/24
 alias_maps =
 alias_database =
 local_recipient_maps =
 biff = no
 relayhost =
 default_transport = error:this test sends no mail out
-virtual_alias_maps = inline:{{ {{ @remote.example = nobody@localhost }} }}
-smtpd_sasl_auth_enable = yes
+"
+        );
+        let mut master_cf = MASTER_CF.to_string();
+        if let Some(logins) = options.smtpd_sasl_logins {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            self.port = Some(port);
+            main_cf.push_str(&format!(
+                "smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = cyrus
 smtpd_sasl_path = smtpd
 cyrus_sasl_config_path = {r}/etc/sasl
-{}",
-            example("postfix-main.cf", &pf.root)
-        );
-        std::fs::write(pf.root.join("etc/main.cf"), main_cf).unwrap();
-        let master_cf = format!(
-            "{MASTER_CF}127.0.0.1:{port} inet n - n - - smtpd\n{}",
-            example("postfix-master.cf", &pf.root)
-        );
-        std::fs::write(pf.root.join("etc/master.cf"), master_cf).unwrap();
+"
+            ));
+            master_cf.push_str(&format!("127.0.0.1:{port} inet n - n - - smtpd\n"));
+            self.sasl_logins(logins);
+        }
+        main_cf.push_str(&options.main_cf);
+        master_cf.push_str(&options.master_cf);
+        std::fs::write(self.config().join("main.cf"), main_cf).unwrap();
+        std::fs::write(self.config().join("master.cf"), master_cf).unwrap();
+        if options.replaces_etc_postfix {
+            let copy = Command::new("cp")
+                .arg("-r")
+                .args(META_FILES.map(|f| format!("/etc/postfix/{f}")))
+                .arg(self.config())
+                .status()
+                .unwrap();
+            assert!(
+                copy.success(),
+                "copying Postfix's installation files failed"
+            );
+        }
+        // Postfix wants its data directory for itself; local delivery writes
+        // mailboxes as each recipient.
+        self.chown("postfix", "data");
+        std::fs::set_permissions(
+            self.root.join("spool"),
+            std::fs::Permissions::from_mode(0o1777),
+        )
+        .unwrap();
+    }
+
+    /// The SASL configuration and a sasldb with `logins`, readable by smtpd
+    /// (user postfix).
+    fn sasl_logins(&self, logins: &[&str]) {
+        let r = self.root.display();
+        std::fs::create_dir_all(self.config().join("sasl")).unwrap();
         std::fs::write(
-            pf.root.join("etc/sasl/smtpd.conf"),
+            self.config().join("sasl/smtpd.conf"),
             format!(
                 "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n\
                  sasldb_path: {r}/etc/sasldb2\n"
             ),
         )
         .unwrap();
-        for user in users {
+        for user in logins {
             let (login, realm) = user.split_once('@').unwrap();
             let mut child = Command::new("saslpasswd2")
                 .env_clear()
                 .env("PATH", PATH)
                 .arg("-f")
-                .arg(pf.root.join("etc/sasldb2"))
+                .arg(self.config().join("sasldb2"))
                 .args(["-p", "-c", "-u", realm, login])
                 .stdin(Stdio::piped())
                 .spawn()
@@ -214,32 +277,70 @@ cyrus_sasl_config_path = {r}/etc/sasl
                 .unwrap();
             assert!(child.wait().unwrap().success(), "saslpasswd2 {user}");
         }
-        // smtpd (user postfix) reads the SASL database; the policy programs
-        // (user nobody) write the counters; local delivery writes mailboxes.
-        let mode = |p: &str, m| {
-            std::fs::set_permissions(pf.root.join(p), std::fs::Permissions::from_mode(m)).unwrap()
-        };
-        mode("etc/sasldb2", 0o644);
-        mode("spool", 0o1777);
-        pf.chown("postfix", "data");
+        std::fs::set_permissions(
+            self.config().join("sasldb2"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+    }
+
+    /// An instance for the policy tests: smtpd with SMTP AUTH for `logins`
+    /// (all with `PASSWORD`), the policy service as control-examples/ sets it
+    /// up, and the control file `limits`; started.
+    pub fn with_policy_service(name: &str, logins: &[&str], limits: &str) -> Postfix {
+        let mut pf = Postfix::new(name);
+        for d in ["overlimit", "bin"] {
+            std::fs::create_dir_all(pf.root.join(d)).unwrap();
+        }
+        for program in [
+            env!("CARGO_BIN_EXE_overlimit-policy"),
+            env!("CARGO_BIN_EXE_rcptcheck-overlimit"),
+        ] {
+            let to = pf
+                .root
+                .join("bin")
+                .join(Path::new(program).file_name().unwrap());
+            std::fs::copy(program, &to).unwrap();
+        }
+        // Mail for remote.example is relayed (counted) and then, by the
+        // virtual alias, delivered here to nobody, where the test finds it.
+        // mynetworks leaves loopback out: only SMTP AUTH may relay.
+        let main_cf = format!(
+            "mynetworks = 192.0.2.0/24
+virtual_alias_maps = inline:{{ {{ @remote.example = nobody@localhost }} }}
+{}",
+            example("postfix-main.cf", &pf.root)
+        );
+        let master_cf = example("postfix-master.cf", &pf.root);
+        pf.configure(Options {
+            smtpd_sasl_logins: Some(logins),
+            main_cf,
+            master_cf,
+            ..Options::default()
+        });
+        // The policy programs (user nobody) write the counters.
         pf.chown(RUN_AS, "overlimit");
         pf.limits(limits);
-        let out = pf.postfix(&["start"]);
+        pf.start(None);
+        pf
+    }
+
+    /// `postfix start`, run as the arguments of `runner` (the jail's
+    /// nsenter, say, so that local(8) finds the jail's accounts, as it would
+    /// find the sites' on a server) or directly; with smtpd, waits until it
+    /// listens.
+    pub fn start(&self, runner: Option<Command>) {
+        let out = self.postfix_by(runner, &["start"]);
         assert!(
             out.status.success(),
             "postfix start: {}",
-            pf.diagnostics(&out)
+            self.diagnostics(&out)
         );
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < WAIT,
-                "smtpd never listened: {}",
-                pf.maillog()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(port) = self.port {
+            self.wait_until("smtpd listening", || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
         }
-        pf
     }
 
     pub fn chown(&self, owner: &str, path: &str) {
@@ -271,14 +372,23 @@ cyrus_sasl_config_path = {r}/etc/sasl
 
     /// `postfix -c CONFIG ARGS`.
     pub fn postfix(&self, args: &[&str]) -> Output {
-        Command::new("/usr/sbin/postfix")
-            .env_clear()
-            .env("PATH", PATH)
-            .arg("-c")
-            .arg(self.config())
-            .args(args)
-            .output()
-            .unwrap()
+        self.postfix_by(None, args)
+    }
+
+    /// `postfix -c CONFIG ARGS` as the arguments of `runner`, or directly.
+    fn postfix_by(&self, runner: Option<Command>, args: &[&str]) -> Output {
+        let mut c = match runner {
+            Some(mut runner) => {
+                runner.arg(POSTFIX);
+                runner
+            }
+            None => {
+                let mut c = Command::new(POSTFIX);
+                c.env_clear().env("PATH", PATH);
+                c
+            }
+        };
+        c.arg("-c").arg(self.config()).args(args).output().unwrap()
     }
 
     /// Sets main.cf parameters with postconf and reloads Postfix.
@@ -301,11 +411,7 @@ cyrus_sasl_config_path = {r}/etc/sasl
         );
         // smtpd processes started before the reload finish their sessions;
         // a new connection meets the new configuration once master re-read it.
-        let started = Instant::now();
-        while !self.maillog().contains("reload -- version") {
-            assert!(started.elapsed() < WAIT, "no reload: {}", self.maillog());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_until("reload", || self.maillog().contains("reload -- version"));
     }
 
     pub fn maillog(&self) -> String {
@@ -324,10 +430,11 @@ cyrus_sasl_config_path = {r}/etc/sasl
     /// One message with swaks, as `login` (SMTP AUTH PLAIN) or without
     /// AUTH; the whole transcript.
     pub fn swaks(&self, login: Option<&str>, to: &str, token: &str) -> String {
+        let port = self.port.expect("an instance with smtpd");
         let mut cmd = Command::new("swaks");
         cmd.env_clear()
             .env("PATH", PATH)
-            .args(["--server", &format!("127.0.0.1:{}", self.port)])
+            .args(["--server", &format!("127.0.0.1:{}", port)])
             .args(["--timeout", "20", "--to", to, "--body", token])
             .args(["--header", &format!("Subject: {token}")]);
         match login {
@@ -345,17 +452,66 @@ cyrus_sasl_config_path = {r}/etc/sasl
         std::fs::read_to_string(self.root.join("spool").join(user)).unwrap_or_default()
     }
 
+    /// Messages in `user`'s mbox.
+    pub fn delivered(&self, user: &str) -> usize {
+        let mbox = self.mailbox(user);
+        mbox.lines().filter(|l| l.starts_with("From ")).count()
+    }
+
     /// `postqueue -j`: one JSON object per queued message.
     pub fn queue(&self) -> String {
-        let out = Command::new("postqueue")
+        String::from_utf8_lossy(&self.postqueue().stdout).into_owned()
+    }
+
+    /// Whether the queue is empty: postqueue answered, and listed nothing.
+    pub fn queue_is_empty(&self) -> bool {
+        let out = self.postqueue();
+        out.status.success() && out.stdout.trim_ascii().is_empty()
+    }
+
+    fn postqueue(&self) -> Output {
+        Command::new("postqueue")
             .env_clear()
             .env("PATH", PATH)
             .arg("-c")
             .arg(self.config())
             .arg("-j")
             .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .unwrap()
+    }
+
+    /// The messages pickup took from uid `uid`, and the recipients qmgr
+    /// found in each (Postfix's own count of what was queued).
+    pub fn queued_by(&self, uid: u32) -> Vec<u64> {
+        let log = self.maillog();
+        let ids: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("postfix/pickup") && l.contains(&format!(" uid={uid} ")))
+            .filter_map(|l| l.split(": ").nth(1))
+            .collect();
+        ids.iter()
+            .map(|id| {
+                log.lines()
+                    .filter(|l| l.contains("postfix/qmgr") && l.contains(&format!("{id}: from=")))
+                    .find_map(|l| l.split("nrcpt=").nth(1)?.split(' ').next()?.parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Waits until Postfix has picked up `messages` messages from `uid` and
+    /// qmgr has counted their recipients, and the queue is empty; returns
+    /// `queued_by(uid)`.
+    pub fn settle(&self, uid: u32, messages: usize) -> Vec<u64> {
+        let settled = || {
+            let q = self.queued_by(uid);
+            q.len() >= messages && q.iter().all(|&n| n > 0) && self.queue_is_empty()
+        };
+        self.wait_until(
+            &format!("{messages} messages from uid {uid} queued and delivered"),
+            settled,
+        );
+        self.queued_by(uid)
     }
 
     /// Waits, at most `WAIT`, until `done` holds.
@@ -374,7 +530,7 @@ cyrus_sasl_config_path = {r}/etc/sasl
 
     /// Waits until every message has left the queue (delivered).
     pub fn wait_until_delivered(&self) {
-        self.wait_until("queue empty", || self.queue().trim().is_empty());
+        self.wait_until("queue empty", || self.queue_is_empty());
     }
 
     /// A command run as `RUN_AS` with the instance's control file and counters.
