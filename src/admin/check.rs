@@ -40,6 +40,11 @@ const MAX_LISTED: usize = 20;
 
 pub fn run(control: &Path, dir: &Path) -> i32 {
     let shown = control.display();
+    // First, as it holds whatever the control file says.
+    let install = local_install();
+    for f in &install {
+        eprintln!("overlimit: local mail: {f}");
+    }
     let parsed = match parse_file(control) {
         Ok(Some(p)) => p,
         Ok(None) => {
@@ -64,10 +69,6 @@ pub fn run(control: &Path, dir: &Path) -> i32 {
     let stuck = unwritable_counters(dir);
     for s in &stuck {
         eprintln!("{s}");
-    }
-    let install = local_install();
-    for f in &install {
-        eprintln!("overlimit: local mail: {f}");
     }
     let mut warnings = warnings(&parsed);
     warnings.extend(cdb_warning(control, &parsed).map(|w| (0, w)));
