@@ -403,11 +403,15 @@ fn a_site_cannot_signal_trace_or_limit_the_counter_while_it_holds_a_lock() {
     assert_eq!(j.sendmail(SITE, &["a@x"], b"\n").code, Some(0));
     let before = j.counter("site1@localhost").unwrap();
     let lock = hold_lock(&j, "site1@localhost");
-    // The site starts its own mail, waits until overlimit-count runs (its
-    // uid changed), then attacks it while it waits for the lock.
+    // The site starts its own mail, waits until overlimit-count has become
+    // overlimit wholly (real, effective, saved and filesystem uid: between
+    // the set-uid exec and the drop, the real uid is still the site's, and
+    // the kernel still lets the site signal it), then attacks it while it
+    // waits for the lock.
     let script = format!(
         "{QMAILDIR}/bin/sendmail-overlimit -i a@x </dev/null 2>/dev/null & p=$!
-until grep -q '^Uid:.*{overlimit}' /proc/$p/status 2>/dev/null; do sleep 0.01; done
+o={overlimit}
+until grep -Eq \"^Uid:[[:space:]]+$o[[:space:]]+$o[[:space:]]+$o[[:space:]]+$o\"'$' /proc/$p/status 2>/dev/null; do sleep 0.01; done
 kill -STOP $p 2>/dev/null; echo stop=$?
 kill -KILL $p 2>/dev/null; echo kill=$?
 kill -TERM $p 2>/dev/null; echo term=$?
