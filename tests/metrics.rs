@@ -323,3 +323,45 @@ fn policy_metrics_need_a_daemon_and_an_address() {
         assert!(o.stderr.contains(named), "{args:?}: {o:?}");
     }
 }
+
+#[test]
+fn the_example_alert_rules_name_only_metrics_that_exist() {
+    let s = busy_sandbox();
+    let o = s.admin(&["metrics"]).run();
+    let Some(m) = parse(&o.stdout) else { return };
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("control-examples/overlimit-alerts.yml");
+    // Read as YAML, as Prometheus does, and each rule's expression taken apart.
+    let script = r#"
+import re, sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+for group in doc["groups"]:
+    for rule in group["rules"]:
+        assert rule["alert"] and rule["expr"], rule
+        for name in re.findall(r"overlimit_[a-z_]+", rule["expr"]):
+            print(rule["alert"], name)
+"#;
+    let probe = Command::new(PYTHON).args(["-c", "import yaml"]).status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip("no python3-yaml");
+    }
+    let out = Command::new(PYTHON)
+        .args(["-c", script])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let used = String::from_utf8(out.stdout).unwrap();
+    assert!(used.lines().count() >= 5, "{used}");
+    for line in used.lines() {
+        let (alert, name) = line.split_once(' ').unwrap();
+        assert!(
+            m.keys().any(|k| k.starts_with(&format!("{name}{{"))),
+            "{alert} uses {name}, which overlimit metrics does not write"
+        );
+    }
+}
