@@ -197,6 +197,9 @@ fn kind(c: &Counted) -> &'static str {
     }
 }
 
+/// One per-client figure of a counter.
+type Pick = fn(&Seen) -> u64;
+
 const KINDS: [&str; 4] = ["user", "address", "domain", "range"];
 
 /// One metric's HELP and TYPE lines (every metric here is a gauge: the
@@ -273,7 +276,7 @@ fn exposition(seen: &mut [Seen], top: usize, errors: usize, now: Time) -> String
             .then_with(|| a.counted.label().cmp(&b.counted.label()))
     });
     let shown_top: Vec<&Seen> = seen.iter().take(top).collect();
-    let series: [(&str, &str, fn(&Seen) -> u64); 3] = [
+    let series: [(&str, &str, Pick); 3] = [
         (
             "overlimit_client_recipients",
             "Recipients accepted for one of the top clients since its last sweep or reset.",
