@@ -204,3 +204,43 @@ fn failures_are_named_and_exit_nonzero() {
     assert_eq!(o.code, Some(0));
     assert!(o.stdout.starts_with("overlimit-notify "), "{o:?}");
 }
+
+#[test]
+fn the_policy_service_mails_once_per_episode_too() {
+    let s = Sandbox::with_limits("bob@example.com:1\n");
+    let sendmail = stand_in(&s, 0, 0);
+    let one = "request=smtpd_access_policy\nprotocol_state=RCPT\n\
+               client_address=192.0.2.10\nsasl_username=bob@example.com\n\
+               recipient=someone@remote.example\n\n";
+    // spawn mode, as Postfix's spawn(8) runs it: requests on stdin.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_overlimit-policy"))
+        .env_clear()
+        .env("RELAYLIMITS", s.control())
+        .env("OVERLIMITDIR", s.dir())
+        .env("OVERLIMIT_NOTIFY", NOTIFY)
+        .env("OVERLIMIT_NOTIFY_SENDMAIL", &sendmail)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(one.repeat(3).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let replies = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(replies.matches("action=DUNNO").count(), 1, "{replies}");
+    assert_eq!(replies.matches("action=450 4.7.1").count(), 2, "{replies}");
+    let got = mails(&s, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(mails(&s, 0).len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("Subject: overlimit: bob@example.com reached 1\n"),
+        "{got:?}"
+    );
+    assert!(got[0].starts_with("ARGS -i -- root\n"), "{got:?}");
+}
