@@ -6,6 +6,9 @@
 #   make bench             the plug-in against an empty static C program, and
 #                          overlimit-policy against postfwd2 and a do-nothing server
 #   make install           as root: programs, accounts, directories and modes
+#   make uninstall         programs and man pages (counters, control files and
+#                          the account stay)
+#   make deb               target/deb/overlimit_VERSION_ARCH.deb (dpkg-deb)
 #   make queue-front-on    swap qmail-queue-overlimit in for bin/qmail-queue
 #   make queue-front-off   and back (both atomic, both repeatable)
 #
@@ -21,7 +24,7 @@
 #   bin/overlimit-count          overlimit:overlimit 6755 (counts local mail)
 #   bin/qmail-queue-overlimit    root:overlimit 2711 (the queue front)
 #   bin/sendmail-overlimit, rcptcheck-overlimit, overlimit, overlimit-sweep,
-#     overlimit-policy           root 0755
+#     overlimit-policy, overlimit-notify   root 0755
 #   control/overlimit-uncounted  the qmail daemon accounts that exist (kept if present)
 # Not root, or DESTDIR set: the files are installed and what remains is printed.
 
@@ -34,19 +37,13 @@ CARGO    ?= cargo
 BUILD    ?= target/release
 
 # Every program installed; .ci/run checks each is static and answers --version.
-PROGRAMS  = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit overlimit-policy overlimit-count qmail-queue-overlimit
-# Those installed root 0755 (the other two get their set-id modes below).
-PLAIN     = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit overlimit-policy
+PROGRAMS  = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit overlimit-policy overlimit-notify overlimit-count qmail-queue-overlimit
 MANPAGES  = $(wildcard man/*.8)
-# qmail's daemons, whose queued mail the queue front passes uncounted
-# (qmail-smtpd's mail is counted by the plug-in, bounces and forwards of
-# aliases are the administrator's).
-DAEMONS   = alias qmaild qmaill qmailp qmailq qmailr qmails
 HOME_DIR  = $(DESTDIR)$(QMAILDIR)
 SAVED     = $(HOME_DIR)/control/overlimit-queue-orig
 
 .PHONY: all test demo bench fuzz install install-files install-man \
-        queue-front-on queue-front-off clean
+        uninstall deb queue-front-on queue-front-off clean
 
 all:
 	OVERLIMIT_QMAILDIR=$(QMAILDIR) $(CARGO) build --release --locked
@@ -70,46 +67,44 @@ install-man:
 	install -d $(DESTDIR)$(MANDIR)/man8
 	for m in $(MANPAGES); do install -m 644 $$m $(DESTDIR)$(MANDIR)/man8/; done
 
-# Owners before modes: chown clears the set-id bits.
+# As root without DESTDIR, packaging/setup.sh makes the account, the
+# directories and the modes (the Debian package's postinst runs the same).
 install-files:
 	@set -e; \
-	root=; if [ "$$(id -u)" = 0 ] && [ -z "$(DESTDIR)" ]; then root=1; fi; \
-	if [ -n "$$root" ]; then \
-	  getent group overlimit >/dev/null || groupadd --system overlimit; \
-	  getent passwd overlimit >/dev/null || useradd --system --gid overlimit \
-	    --home-dir /nonexistent --no-create-home \
-	    --shell /usr/sbin/nologin overlimit; \
-	  if [ "$$(getent passwd overlimit | cut -d: -f6)" = "$(QMAILDIR)/overlimit" ]; then \
-	    usermod --home /nonexistent overlimit; \
-	  fi; \
-	fi; \
-	install -d -m 755 $(HOME_DIR)/bin $(HOME_DIR)/control; \
-	install -d -m 2770 $(HOME_DIR)/overlimit; \
-	for p in $(PLAIN); do install -m 755 $(BUILD)/$$p $(HOME_DIR)/bin/$$p; done; \
-	install -m 755 $(BUILD)/overlimit-count $(HOME_DIR)/bin/overlimit-count; \
-	install -m 755 $(BUILD)/qmail-queue-overlimit $(HOME_DIR)/bin/qmail-queue-overlimit; \
-	if [ ! -e $(HOME_DIR)/control/overlimit-uncounted ]; then \
-	  for a in $(DAEMONS); do \
-	    if getent passwd $$a >/dev/null; then echo $$a; fi; \
-	  done > $(HOME_DIR)/control/overlimit-uncounted; \
-	  chmod 644 $(HOME_DIR)/control/overlimit-uncounted; \
-	fi; \
-	if [ -n "$$root" ]; then \
-	  chown overlimit:overlimit $(HOME_DIR)/overlimit $(HOME_DIR)/bin/overlimit-count; \
-	  chmod 2770 $(HOME_DIR)/overlimit; \
-	  chmod 6755 $(HOME_DIR)/bin/overlimit-count; \
-	  chown root:overlimit $(HOME_DIR)/bin/qmail-queue-overlimit; \
-	  chmod 2711 $(HOME_DIR)/bin/qmail-queue-overlimit; \
-	  chown root:root $(HOME_DIR)/control/overlimit-uncounted; \
+	install -d -m 755 $(HOME_DIR)/bin; \
+	for p in $(PROGRAMS); do install -m 755 $(BUILD)/$$p $(HOME_DIR)/bin/$$p; done; \
+	if [ "$$(id -u)" = 0 ] && [ -z "$(DESTDIR)" ]; then \
+	  sh packaging/setup.sh $(QMAILDIR); \
 	  echo "overlimit: installed in $(QMAILDIR) with account overlimit and every mode"; \
 	else \
+	  sh packaging/setup.sh --files $(HOME_DIR); \
 	  echo "note: not root or DESTDIR set; as root, still to do:"; \
-	  echo "  groupadd --system overlimit; useradd --system -g overlimit -d /nonexistent -M -s /usr/sbin/nologin overlimit"; \
-	  echo "  chown overlimit:overlimit $(QMAILDIR)/overlimit $(QMAILDIR)/bin/overlimit-count"; \
-	  echo "  chmod 2770 $(QMAILDIR)/overlimit; chmod 6755 $(QMAILDIR)/bin/overlimit-count"; \
-	  echo "  chown root:overlimit $(QMAILDIR)/bin/qmail-queue-overlimit; chmod 2711 $(QMAILDIR)/bin/qmail-queue-overlimit"; \
-	  echo "  chown root:root $(QMAILDIR)/control/overlimit-uncounted (and list qmail's daemon accounts in it)"; \
+	  echo "  sh packaging/setup.sh $(QMAILDIR)"; \
+	  echo "(account and group overlimit, owners and set-id modes of the counter"; \
+	  echo " directory, bin/overlimit-count and bin/qmail-queue-overlimit)"; \
 	fi
+
+# Source installs only (the package has its own removal): the programs and
+# man pages go; counters, control files and the account stay, and are named.
+# With the queue front in place it refuses: qmail-queue would be gone.
+uninstall:
+	@set -e; b=$(HOME_DIR)/bin; \
+	if [ -e $$b/qmail-queue.orig ]; then \
+	  echo "uninstall: the queue front is in place; run make queue-front-off first" >&2; \
+	  exit 1; \
+	fi; \
+	for p in $(PROGRAMS); do rm -f $$b/$$p; done; \
+	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man8/$$(basename $$m); done; \
+	echo "overlimit: programs and man pages removed; left in place:"; \
+	echo "  $(QMAILDIR)/overlimit (the counters), $(QMAILDIR)/control/relaylimits,"; \
+	echo "  $(QMAILDIR)/control/overlimit-uncounted and overlimit-senders, the account overlimit"; \
+	echo "  (to remove: rm -r $(QMAILDIR)/overlimit; userdel overlimit; groupdel overlimit)"
+
+# The Debian package, built with dpkg-deb (no packaging crate needed): its
+# programs built for /var/qmail, as the systemd units expect.
+deb:
+	$(MAKE) all QMAILDIR=/var/qmail
+	sh packaging/build-deb.sh target/release target/deb
 
 # The original qmail-queue is kept by a hard link (its owner and mode saved)
 # and limited to group overlimit (chgrp before chmod: chgrp clears the

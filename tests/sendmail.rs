@@ -797,13 +797,13 @@ fn the_overlimit_accounts_home_is_not_the_counter_directory() {
         f.contains("home") && f.contains(&format!("{QMAILDIR}/overlimit")),
         "{f}"
     );
-    // And make install creates the account with no home.
-    let makefile =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Makefile")).unwrap();
+    // And make install (and the package, by the same script) creates the
+    // account with no home.
+    let setup = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/setup.sh"))
+        .unwrap();
     assert!(
-        makefile.contains("--home-dir /nonexistent")
-            && !makefile.contains("--home-dir $(QMAILDIR)"),
-        "the Makefile gives overlimit a home"
+        setup.contains("--home-dir /nonexistent") && !setup.contains("--home-dir \"$home"),
+        "packaging/setup.sh gives overlimit a home"
     );
 }
 
