@@ -1,6 +1,7 @@
 #!/bin/sh
 # The long run of the parser and reader checks, by hand (`make fuzz`); the
-# short run is part of `cargo test` (tests/properties.rs, default case count).
+# short run is part of `cargo test` (tests/properties.rs and
+# tests/window_model.rs, default case count).
 #
 #   sh scripts/fuzz.sh            60 s per fuzz target, 20,000 cases per property
 #   sh scripts/fuzz.sh 600        10 minutes per target
@@ -12,8 +13,9 @@
 #    accepts them with RUSTC_BOOTSTRAP=1, which is set here for these builds
 #    only. cargo-fuzz is installed from crates.io when missing; without it,
 #    this step is skipped with a note.
-# 2. The property tests of tests/properties.rs with FUZZ_CASES cases each, in
-#    a release build.
+# 2. The property tests of tests/properties.rs, and the window against its
+#    exact model (tests/window_model.rs), with FUZZ_CASES cases each, in a
+#    release build.
 #
 # A crash stops the script; libFuzzer leaves the input in
 # fuzz/artifacts/TARGET/. Turn it into a regression test in
@@ -58,5 +60,5 @@ else
   echo "cargo-fuzz unavailable: the property tests below are the long run"
 fi
 
-echo "== property tests, $CASES cases each"
-PROPTEST_CASES=$CASES cargo test --release --locked --test properties
+echo "== property tests and the window model, $CASES cases each"
+PROPTEST_CASES=$CASES cargo test --release --locked --test properties --test window_model

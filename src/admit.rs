@@ -207,7 +207,7 @@ fn write_all(
         let Err(e) = locked[i].write_text(&texts[i]) else {
             continue;
         };
-        let mut still: Vec<String> = Vec::new();
+        let mut restore = Vec::new();
         for j in 0..=i {
             let text = if empty[j] {
                 Vec::new()
@@ -215,17 +215,13 @@ fn write_all(
                 before[j].to_text()
             };
             if let Err(again) = locked[j].write_text(&text) {
-                still.push(again.to_string());
+                restore.push(again);
             }
         }
-        return Err(Internal(if still.is_empty() {
-            format!("{e}; no counter changed")
-        } else {
-            format!(
-                "{e}; and putting the counters back failed ({}): they may count it",
-                still.join("; ")
-            )
-        }));
+        return Err(Internal::Rollback {
+            first: Box::new(e),
+            restore,
+        });
     }
     Ok(())
 }

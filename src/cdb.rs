@@ -7,9 +7,13 @@ use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
-/// No key or value we write comes near this; a larger length means the file is
-/// damaged, and is refused rather than allocated.
-const MAX_RECORD: u32 = 1 << 20;
+/// The most bytes of key and value together one record may hold. A control
+/// line is at most 16 KiB (`lookup::MAX_LINE`), so no record we write comes
+/// near this; a longer one means the file is damaged, and is refused rather
+/// than allocated. Well under the 700,000 bytes a run script's
+/// `softlimit -m 2000000` leaves the plug-in, so a damaged record can never
+/// make it run out of memory; `write` refuses to write such a record.
+pub const MAX_RECORD: u32 = 64 * 1024;
 
 /// The cdb hash: h = 5381; h = (h * 33) ^ byte, modulo 2^32.
 pub fn hash(key: &[u8]) -> u32 {
@@ -53,7 +57,7 @@ impl Reader {
                 continue;
             }
             let (klen, dlen) = self.pair(record)?;
-            if klen > MAX_RECORD || dlen > MAX_RECORD {
+            if klen > MAX_RECORD || dlen > MAX_RECORD - klen {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "damaged cdb"));
             }
             if klen as usize != key.len() {
@@ -79,6 +83,15 @@ pub fn write(out: &mut File, records: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
     let mut pos: u64 = 2048;
     let mut slots: Vec<Vec<(u32, u32)>> = vec![Vec::new(); 256];
     for (key, value) in records {
+        if key.len() + value.len() > MAX_RECORD as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a record of {} bytes is over the cap of {MAX_RECORD}",
+                    key.len() + value.len()
+                ),
+            ));
+        }
         let here = u32::try_from(pos).map_err(|_| too_big())?;
         slots[(hash(key) & 255) as usize].push((hash(key), here));
         w.write_all(&(key.len() as u32).to_le_bytes())?;
@@ -148,6 +161,28 @@ mod tests {
         assert_eq!(r.get(b"key2999").unwrap().unwrap(), b"v2999");
         assert_eq!(r.get(b"").unwrap().unwrap(), b"default");
         assert_eq!(r.get(b"key3000").unwrap(), None);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn writes_no_record_the_reader_would_refuse() {
+        let path = std::env::temp_dir().join(format!("overlimit-cdb-cap-{}", std::process::id()));
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let cap = MAX_RECORD as usize;
+        // At the cap: written and read back.
+        write(&mut f, &[(b"k".to_vec(), vec![b'v'; cap - 1])]).unwrap();
+        let r = Reader::new(File::open(&path).unwrap());
+        assert_eq!(r.get(b"k").unwrap().unwrap().len(), cap - 1);
+        // One byte over: refused by the writer, never left for the reader.
+        let e = write(&mut f, &[(b"k".to_vec(), vec![b'v'; cap])]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("over the cap of 65536"), "{e}");
         std::fs::remove_file(&path).unwrap();
     }
 }

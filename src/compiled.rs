@@ -237,9 +237,10 @@ impl Lines for Compiled {
         let Some(v) = self.get(key)? else {
             return Ok(None);
         };
-        value(&v)
-            .map(Some)
-            .ok_or_else(|| Internal(format!("{}: damaged record", self.path.display())))
+        value(&v).map(Some).ok_or_else(|| Internal::Damaged {
+            path: self.path.clone(),
+            why: "damaged record",
+        })
     }
 
     fn lengths(&self, v6: bool, aggregate: bool) -> Result<Vec<u8>, Internal> {

@@ -1,12 +1,56 @@
 //! The environment every program reads, so one `export` line in a run script
 //! or a crontab configures them all (see the ENVIRONMENT section of the man
-//! pages).
+//! pages), and the home every default path derives from.
+//!
+//! Like qmail's `conf-qmail`, the home is fixed when the programs are built:
+//! `make QMAILDIR=DIR` passes `OVERLIMIT_QMAILDIR=DIR` to cargo. A privileged
+//! program uses only these built-in paths, so an install into another home
+//! never acts on `/var/qmail`, and no caller can point one elsewhere.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub const DEFAULT_CONTROL: &str = "/var/qmail/control/relaylimits";
-pub const DEFAULT_DIR: &str = "/var/qmail/overlimit";
+/// The qmail home this build belongs to (`/var/qmail` unless built otherwise).
+pub const QMAILDIR: &str = match option_env!("OVERLIMIT_QMAILDIR") {
+    Some(dir) if !dir.is_empty() => dir,
+    _ => "/var/qmail",
+};
+
+/// `QMAILDIR/$rel` as a `&'static str`, computed at compile time.
+#[macro_export]
+macro_rules! home_path {
+    ($rel:literal) => {{
+        const REL: &str = concat!("/", $rel);
+        const LEN: usize = $crate::config::QMAILDIR.len() + REL.len();
+        const BYTES: [u8; LEN] = $crate::config::join($crate::config::QMAILDIR, REL);
+        const PATH: &str = match std::str::from_utf8(&BYTES) {
+            Ok(s) => s,
+            Err(_) => panic!("QMAILDIR is not UTF-8"),
+        };
+        PATH
+    }};
+}
+
+/// `a` then `b`, as bytes, in a const context (`N` is their total length).
+pub const fn join<const N: usize>(a: &str, b: &str) -> [u8; N] {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = b[i - a.len()];
+        i += 1;
+    }
+    out
+}
+
+pub const DEFAULT_CONTROL: &str = home_path!("control/relaylimits");
+pub const DEFAULT_DIR: &str = home_path!("overlimit");
+/// Where qmail's programs and ours live.
+pub const BIN: &str = home_path!("bin");
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -62,4 +106,17 @@ pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_default_path_derives_from_the_home() {
+        assert_eq!(
+            super::DEFAULT_CONTROL,
+            format!("{}/control/relaylimits", super::QMAILDIR)
+        );
+        assert_eq!(super::DEFAULT_DIR, format!("{}/overlimit", super::QMAILDIR));
+        assert_eq!(super::BIN, format!("{}/bin", super::QMAILDIR));
+    }
 }

@@ -34,6 +34,7 @@ pub mod limits;
 pub mod local;
 pub mod log;
 pub mod lookup;
+pub mod policy;
 pub mod process;
 pub mod redis;
 pub mod refusal;

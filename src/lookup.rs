@@ -171,10 +171,10 @@ pub fn open_text(control: &Path) -> Result<Option<File>, Internal> {
     };
     let m = file.metadata().map_err(|e| fail("fstat", control, e))?;
     if !m.is_file() {
-        return Err(Internal(format!(
-            "{}: not a regular file",
-            control.display()
-        )));
+        return Err(Internal::NotPlain {
+            path: control.to_path_buf(),
+            why: "not a regular file".into(),
+        });
     }
     Ok(Some(file))
 }

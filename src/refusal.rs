@@ -86,9 +86,19 @@ pub fn log_line(
 
 /// The SMTP reply for a refusal, one line well under qmail-smtpd's 1,021
 /// bytes: `451 4.7.1 You reached your limit of 100 recipients per 1h; try
-/// again in 12m`. A domain's shared counter says whose it is, so that a user
-/// does not think their own account was cut off. `None` without a full limit.
+/// again in 12m`. `None` without a full limit.
 pub fn reply(code: u16, client: &[u8], result: &Admission, now: Time) -> Option<String> {
+    let mut line = format!("{code} 4.7.1 {}", text(client, result, now)?);
+    line.truncate(900);
+    Some(line)
+}
+
+/// What a refused sender is told, without a reply code (each front end puts
+/// its own: qmail's fd 4 line, Postfix's `action=`): which limit and when
+/// room frees up. A domain's shared counter says whose it is, so that a user
+/// does not think their own account was cut off. It never tells the count.
+/// `None` without a full limit.
+pub fn text(client: &[u8], result: &Admission, now: Time) -> Option<String> {
     let f = result.full.first()?;
     let when = match result.room_at() {
         Some(t) => format!("try again in {}", wait(now, t)),
@@ -104,12 +114,10 @@ pub fn reply(code: u16, client: &[u8], result: &Admission, now: Time) -> Option<
         let domain = f.label.strip_prefix(b"@").unwrap_or(&f.label);
         format!("Your domain {} reached its", printable(domain))
     };
-    let mut text = format!(
-        "{code} 4.7.1 {whose} limit of {} recipients{per}; {when}",
+    Some(format!(
+        "{whose} limit of {} recipients{per}; {when}",
         f.item.max
-    );
-    text.truncate(900);
-    Some(text)
+    ))
 }
 
 #[cfg(test)]

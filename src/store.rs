@@ -151,10 +151,10 @@ impl Locked {
                     return Err(fail("lstat", &path, e))
                 }
                 _ if Instant::now() >= deadline => {
-                    return Err(Internal(format!(
-                        "{}: kept changing while locked",
-                        path.display()
-                    )))
+                    return Err(Internal::NotPlain {
+                        path,
+                        why: "kept changing while locked".into(),
+                    })
                 }
                 _ if !create => return Ok(None),
                 _ => continue,
@@ -220,11 +220,11 @@ pub fn fits_size_limit(path: &Path, len: usize) -> Result<(), Internal> {
         && lim.rlim_cur != libc::RLIM_INFINITY
         && len as u64 > lim.rlim_cur
     {
-        return Err(Internal(format!(
-            "{}: the file size limit of {} bytes is below the counter's {len}; not written",
-            path.display(),
-            lim.rlim_cur
-        )));
+        return Err(Internal::SizeLimit {
+            path: path.to_path_buf(),
+            limit: lim.rlim_cur,
+            need: len,
+        });
     }
     Ok(())
 }
@@ -234,17 +234,16 @@ pub fn fits_size_limit(path: &Path, len: usize) -> Result<(), Internal> {
 fn check_plain(file: &File, path: &Path) -> Result<std::fs::Metadata, Internal> {
     let m = file.metadata().map_err(|e| fail("fstat", path, e))?;
     if !m.file_type().is_file() {
-        return Err(Internal(format!(
-            "{}: not a regular file; left alone",
-            path.display()
-        )));
+        return Err(Internal::NotPlain {
+            path: path.to_path_buf(),
+            why: "not a regular file; left alone".into(),
+        });
     }
     if m.nlink() > 1 {
-        return Err(Internal(format!(
-            "{}: has {} hard links; left alone",
-            path.display(),
-            m.nlink()
-        )));
+        return Err(Internal::NotPlain {
+            path: path.to_path_buf(),
+            why: format!("has {} hard links; left alone", m.nlink()),
+        });
     }
     Ok(m)
 }
@@ -324,15 +323,15 @@ fn lock(file: &File, path: &Path, deadline: Instant, exclusive: bool) -> Result<
             });
         })
         .map_err(|e| fail("start a lock waiter for", path, e))?;
-    let wait = deadline.saturating_duration_since(Instant::now());
+    let waiting = Instant::now();
+    let wait = deadline.saturating_duration_since(waiting);
     match rx.recv_timeout(wait) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(fail("flock", path, e)),
-        Err(_) => Err(Internal(format!(
-            "{}: lock not granted within {} ms",
-            path.display(),
-            LOCK_WAIT.as_millis()
-        ))),
+        Err(_) => Err(Internal::LockTimeout {
+            path: path.to_path_buf(),
+            waited: waiting.elapsed(),
+        }),
     }
 }
 

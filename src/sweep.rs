@@ -66,10 +66,10 @@ pub fn read_counter(dir: &Path, file: &str) -> Result<Option<Counter>, Internal>
     };
     match locked.read()? {
         Some(c) => Ok(Some(c)),
-        None => Err(Internal(format!(
-            "{}: not a counter",
-            locked.path.display()
-        ))),
+        None => Err(Internal::Damaged {
+            path: locked.path.clone(),
+            why: "not a counter",
+        }),
     }
 }
 
@@ -113,10 +113,10 @@ pub fn sweep_one(
         return Ok(Swept::Skipped);
     };
     let Some(mut c) = locked.read()? else {
-        return Err(Internal(format!(
-            "{}: not a counter; left alone",
-            locked.path.display()
-        )));
+        return Err(Internal::Damaged {
+            path: locked.path.clone(),
+            why: "not a counter; left alone",
+        });
     };
     let label = label(file, &c);
     if let Some(limits) = keep {

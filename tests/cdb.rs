@@ -470,3 +470,61 @@ fn a_chmod_of_the_text_leaves_the_cdb_current() {
     let o = s.admin(&["check"]).run();
     assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
 }
+
+/// The sandbox's compiled control file, as `damage_cdb_record` takes it.
+fn compiled_path(s: &Sandbox) -> PathBuf {
+    let mut p = s.control().into_os_string();
+    p.push(".cdb");
+    PathBuf::from(p)
+}
+
+#[test]
+fn a_record_over_the_cap_is_an_internal_error_with_a_log_line_never_a_signal() {
+    // The cap is 64 KiB of key and value together: a length just past it,
+    // and the largest a damaged file can claim, are refused before any
+    // allocation, as an internal error (the plug-in's exit code for one,
+    // 112 or with OVERLIMIT_FAILCLOSED 111, and a log line naming the cdb).
+    for claimed in [64 * 1024 + 1, u32::MAX] {
+        let s = Sandbox::with_limits(":1000\nbig@example.com:5\n");
+        compile(&s);
+        damage_cdb_record(&compiled_path(&s), b"big@example.com", claimed);
+        for (failclosed, code) in [("", 112), ("1", 111)] {
+            let o = s
+                .user("big@example.com")
+                .env("OVERLIMIT_FAILCLOSED", failclosed)
+                .run();
+            assert_eq!(o.code, Some(code), "{claimed}: {o:?}");
+            assert!(
+                o.stderr.starts_with("rcptcheck-overlimit: internal error")
+                    && o.stderr.contains("relaylimits.cdb: damaged cdb"),
+                "{claimed}: {o:?}"
+            );
+        }
+        // Nothing was counted for the client.
+        assert!(s.counter("big@example.com").is_none_or(|c| c.is_empty()));
+    }
+}
+
+#[test]
+fn compile_writes_the_longest_line_as_a_record_the_plugin_reads() {
+    // A line of the longest length the reader takes (16 KiB with its
+    // newline), the longest key with the most limits a line may hold:
+    // compile writes it, and the plug-in answers from the cdb with neither
+    // an internal error nor a fallback to the text.
+    let max_line = 16 * 1024 - 1;
+    let limits = "5,1000000/1h,1000000/2h,1000000/3h,1000000/4h";
+    let local = "a".repeat(max_line - "@example.com:".len() - limits.len());
+    let login = format!("{local}@example.com");
+    let line = format!("{login}:{limits}");
+    assert_eq!(line.len(), max_line);
+    let s = Sandbox::with_limits(&format!(":0\n{line}\n"));
+    compile(&s);
+    // The limit of 5 holds, so its record was the one read.
+    let (passed, log) = passes_until_refused(|| s.user(&login), 10);
+    assert_eq!(passed, 5, "{log}");
+    assert!(
+        log.lines()
+            .all(|l| !l.contains("internal error") && !l.contains("stale")),
+        "{log}"
+    );
+}

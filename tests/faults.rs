@@ -730,7 +730,7 @@ fn shell<'a>(script: &'a str, args: &[&'a str]) -> Vec<&'a str> {
 #[test]
 fn a_log_file_at_its_size_limit_loses_the_line_but_no_sigxfsz_ends_the_plugin() {
     let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
-        eprintln!("skipped: prlimit (util-linux) not installed");
+        skip("prlimit (util-linux) not installed");
         return;
     };
     let s = Sandbox::with_limits(":1\n");
@@ -794,34 +794,14 @@ fn with_descriptors_0_to_2_closed_the_plugin_and_its_notifier_get_dev_null() {
     assert_eq!(status(&s, "a@example.com").0, 1);
 }
 
-/// Sets the data length of the record whose key ends with `key` in the cdb
-/// at `path` to `len` (a damaged file; the data is not there). A cdb's
-/// records follow its 2,048-byte header up to the first hash table.
-fn damage_cdb_record(path: &Path, key: &[u8], len: u32) {
-    let mut cdb = std::fs::read(path).unwrap();
-    let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
-    let tables = (0..256).map(|i| word(&cdb, i * 8)).min().unwrap();
-    let mut at = 2048;
-    while at < tables {
-        let (klen, dlen) = (word(&cdb, at), word(&cdb, at + 4));
-        if cdb[at + 8..at + 8 + klen].ends_with(key) {
-            cdb[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
-            std::fs::write(path, cdb).unwrap();
-            return;
-        }
-        at += 8 + klen + dlen;
-    }
-    panic!("no record for {key:?} in {}", path.display());
-}
-
 #[test]
 fn memory_that_runs_out_is_an_internal_error_not_sigabrt() {
     let Some(prlimit) = tool(&["/usr/bin/prlimit", "/bin/prlimit"]) else {
-        eprintln!("skipped: prlimit (util-linux) not installed");
+        skip("prlimit (util-linux) not installed");
         return;
     };
     let Some(image) = image_size(PLUGIN) else {
-        eprintln!("skipped: the plug-in is not a static binary on this target");
+        skip("the plug-in is not a static binary on this target");
         return;
     };
     let s = Sandbox::with_limits(":1000\nbig@example.com:5\n");
@@ -849,7 +829,7 @@ fn memory_that_runs_out_is_an_internal_error_not_sigabrt() {
 #[test]
 fn a_counter_root_creates_goes_to_the_directorys_owner_so_the_smtpd_user_keeps_counting() {
     if !is_root() {
-        eprintln!("skipped: not root, cannot create a counter as root for another account");
+        skip("not root, cannot create a counter as root for another account");
         return;
     }
     let s = Sandbox::with_limits(":100\n");

@@ -996,3 +996,65 @@ fn a_plugin_killed_at_any_instant_loses_no_accepted_recipient() {
         "count {t}, accepted {accepted}, killed {killed}"
     );
 }
+
+#[test]
+fn version_and_help_answer_on_stdout_and_count_nothing() {
+    let s = Sandbox::with_limits(":1\n");
+    for (arg, start) in [
+        ("--version", "rcptcheck-overlimit "),
+        ("-V", "rcptcheck-overlimit "),
+        ("--help", "usage: rcptcheck-overlimit"),
+        ("-h", "usage: rcptcheck-overlimit"),
+    ] {
+        // As an administrator runs it: stdout apart from stderr.
+        let o = std::process::Command::new(PLUGIN)
+            .arg(arg)
+            .env_clear()
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{arg}: {o:?}");
+        assert!(
+            stdout.starts_with(start) && o.stderr.is_empty(),
+            "{arg}: {o:?}"
+        );
+        // In a relay client's environment it still counts nothing.
+        let o = s.user("a@example.com").arg(arg).run();
+        assert_eq!(o.code, Some(0), "{arg}: {o:?}");
+        assert!(o.stderr.starts_with(start), "{arg}: {o:?}");
+    }
+    assert!(s.counter_files().is_empty(), "{:?}", s.counter_files());
+    // With no argument it counts as before: the limit of 1 holds.
+    assert_eq!(s.user("a@example.com").code(), 112);
+    assert_eq!(s.user("a@example.com").code(), 113);
+}
+
+#[test]
+fn an_unknown_argument_is_named_counts_nothing_and_answers_111() {
+    let s = Sandbox::with_limits(":5\n");
+    let cases: [(&[&[u8]], &str); 4] = [
+        (&[b"--jsn"], "unknown argument --jsn "),
+        (&[b"a@example.com"], "unknown argument a@example.com "),
+        (&[b"\xff"], "unknown argument \\xff "),
+        (&[b"--version", b"--help"], "one option at a time "),
+    ];
+    for (args, said) in cases {
+        let mut run = s.user("a@example.com");
+        for a in args {
+            run = run.arg(OsStr::from_bytes(a));
+        }
+        let o = run.run();
+        // 111: qmail-smtpd's "unable to verify", so a wrapper that passes
+        // an argument by mistake fails closed instead of passing uncounted.
+        assert_eq!(o.code, Some(111), "{args:?}: {o:?}");
+        assert_eq!(
+            one_log_line(&o),
+            format!(
+                "rcptcheck-overlimit: {said}(qmail-smtpd runs it with none; try --help); \
+                 nothing counted, answering 111"
+            ),
+            "{args:?}"
+        );
+    }
+    assert!(s.counter_files().is_empty(), "{:?}", s.counter_files());
+}

@@ -16,16 +16,35 @@ Reads RELAYLIMITS and reports each line the plug-in would skip (no colon, bad
 number, unknown unit, bad range, empty limit) and each line no client can
 ever match (300.1.2.3:10, *example.org:10), with its number and reason; each
 counter in OVERLIMITDIR that the counter directory's owner (the qmail-smtpd
-user) cannot write; then warnings: a line overridden by a later one, a range
+user) cannot write; where the local-mail programs are installed, each owner,
+mode, mount or account their privilege model needs and lacks; then warnings: a line overridden by a later one, a range
 with host bits set, a range shadowed by longer ones, a stale cdb. Exit 0 when
 nothing but warnings was found, 1 when something was (a missing control file
 included), 2 when the file cannot be read.";
+
+/// What is wrong with the local-mail programs' privilege model (accounts,
+/// owners, modes, mounts, the deliverer), where they are installed: a broken
+/// one refuses every site's mail. A host without them (the plug-in alone)
+/// has nothing to report.
+fn local_install() -> Vec<String> {
+    use crate::local::{COUNTER, FRONT};
+    if Path::new(COUNTER).exists() || Path::new(FRONT).exists() {
+        crate::local::install::findings()
+    } else {
+        Vec::new()
+    }
+}
 
 /// Counters named one by one at most; the rest are summed up.
 const MAX_LISTED: usize = 20;
 
 pub fn run(control: &Path, dir: &Path) -> i32 {
     let shown = control.display();
+    // First, as it holds whatever the control file says.
+    let install = local_install();
+    for f in &install {
+        eprintln!("overlimit: local mail: {f}");
+    }
     let parsed = match parse_file(control) {
         Ok(Some(p)) => p,
         Ok(None) => {
@@ -62,7 +81,7 @@ pub fn run(control: &Path, dir: &Path) -> i32 {
     }
     let problems = parsed.errors.len() + never.len();
     println!(
-        "{shown}: {}, {}, {}{}",
+        "{shown}: {}, {}, {}{}{}",
         counted(parsed.entries.len(), "entry", "entries"),
         counted(problems, "error", "errors"),
         counted(warnings.len(), "warning", "warnings"),
@@ -70,9 +89,17 @@ pub fn run(control: &Path, dir: &Path) -> i32 {
             String::new()
         } else {
             format!(", counters the plug-in cannot write in {}", dir.display())
+        },
+        if install.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {}",
+                counted(install.len(), "install problem", "install problems")
+            )
         }
     );
-    if problems > 0 || !stuck.is_empty() {
+    if problems > 0 || !stuck.is_empty() || !install.is_empty() {
         exit::PROBLEMS
     } else {
         exit::OK

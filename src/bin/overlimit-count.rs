@@ -1,81 +1,226 @@
-//! `overlimit-count [--client NAME] N`: counts N recipients of one local
-//! message for the calling account, all or none, against the same control
-//! file and counters as the SMTP plug-in.
+//! `overlimit-count`: the one program that holds counter locks for local
+//! mail. Installed `overlimit:overlimit` mode 6755, it becomes the
+//! `overlimit` account wholly at start (see `local::privilege`), so the site
+//! that runs it can neither signal, trace nor starve it while it counts.
 //!
-//! Installed setgid to group `overlimit`, the only group that may write the
-//! counter directory; `sendmail-overlimit` runs it as the site's user. So it
-//! does as little as it can: it takes the account from the real uid, checks a
-//! requested name against `control/overlimit-senders`, counts, and answers
-//! with an exit code and one line on stdout (the client's name when counted,
-//! the reason when not). It never reads the message. Under that privilege it
-//! trusts nothing the caller controls: the environment is cleared and the
-//! fixed paths are used, and any internal error refuses the mail, since
-//! passing it would let a site slip its limit by breaking the environment.
+//! - `--submit`: counts exactly the recipient arguments, all or none, stamps
+//!   the message with the caller's name and uid, and runs the
+//!   administrator's real sendmail itself with an argument list it builds;
+//!   when that cannot start or fails, the recipients are given back.
+//! - `--queue N`: counts N recipients for the caller (qmail-queue-overlimit).
+//!
+//! Nothing the caller controls (environment, arguments but the request
+//! itself) changes a path, the deliverer, monitor mode or failing closed:
+//! any internal error refuses the mail.
 
-use overlimit::admit::{self, Admission, Full};
+use overlimit::admit::{self, Target};
 use overlimit::client::{printable, Client};
-use overlimit::config::{Config, DEFAULT_CONTROL, DEFAULT_DIR};
+use overlimit::config::{DEFAULT_CONTROL, DEFAULT_DIR};
 use overlimit::error::Internal;
+use overlimit::local::deliverer::{Ended, Invocation};
+use overlimit::local::privilege::{self, Caller};
 use overlimit::local::senders::{self, DEFAULT_SENDERS};
-use overlimit::local::{identity, PERMFAIL, TEMPFAIL};
+use overlimit::local::{
+    address, deliverer, identity, memory_file, message, read_message, refusal, syslog,
+};
+use overlimit::local::{PERMFAIL, TEMPFAIL};
 use overlimit::log;
 use overlimit::lookup;
 use overlimit::store::LOCK_WAIT;
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use overlimit::time::Time;
+use std::ffi::{CStr, OsString};
+use std::io::{Seek, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
 use std::time::Instant;
 
 const NAME: &str = "overlimit-count";
-const COUNTED: i32 = 0;
-const USAGE: &str = "usage: overlimit-count [--client NAME] N
+const IDENT: &CStr = c"overlimit-count";
+const USAGE: &str =
+    "usage: overlimit-count [--client NAME] --submit [-i] -f SENDER [-F FULLNAME] -- RCPT...
+       overlimit-count --queue N
 
-Counts N recipients of one message for the calling account (its real uid),
-as sendmail-overlimit does before it sends. Exit 0 and the client's name on
-stdout when counted; 111 (over the limit, or an internal error) or 100
-(more recipients than a limit allows at all, a name the account may not
-use, a usage error) and the reason when not.
-See overlimit-count(8).";
+--submit counts the recipients for the calling account (its real uid), adds
+X-Overlimit-Client to the message on stdin and hands it to the real sendmail;
+--queue counts N recipients (for qmail-queue-overlimit). Exit 0 when counted
+(and sent), 111 over a limit or a temporary error, 100 never (more than a
+limit allows, a name not allowed, a usage error). See overlimit-count(8).";
 
-/// Where and how to count. Under privilege these are fixed: a site could
-/// otherwise point the program at a control file of its own.
-struct Settings {
-    control: PathBuf,
-    dir: PathBuf,
-    senders: PathBuf,
-    monitor: bool,
-    fail_closed: bool,
+/// Longest `-F` full name handed on.
+const MAX_FULL_NAME: usize = 256;
+
+fn main() {
+    overlimit::local::answer_version(NAME);
+    let caller = match privilege::enter() {
+        Ok(c) => c,
+        Err(why) => std::process::exit(refuse(TEMPFAIL, &format!("mail refused: {why}"))),
+    };
+    std::panic::set_hook(Box::new(|info| {
+        log::line(NAME, &format!("internal error: {info}").replace('\n', " "));
+    }));
+    let code = std::panic::catch_unwind(|| run(caller)).unwrap_or(TEMPFAIL);
+    std::process::exit(code)
 }
 
-impl Settings {
-    fn new(privileged: bool) -> Settings {
-        if privileged {
-            return Settings {
-                control: DEFAULT_CONTROL.into(),
-                dir: DEFAULT_DIR.into(),
-                senders: DEFAULT_SENDERS.into(),
-                monitor: false,
-                fail_closed: true,
-            };
+/// One line on stderr (the caller's) and syslog; returns `code`.
+fn refuse(code: i32, why: &str) -> i32 {
+    log::line(NAME, why);
+    syslog(IDENT, libc::LOG_WARNING, why);
+    code
+}
+
+enum Request {
+    Submit(Submit),
+    Queue(u64),
+    Help,
+}
+
+struct Submit {
+    client: Option<Vec<u8>>,
+    ignore_dots: bool,
+    sender: Vec<u8>,
+    full_name: Option<Vec<u8>>,
+    recipients: Vec<Vec<u8>>,
+}
+
+fn run(caller: Caller) -> i32 {
+    let args: Vec<Vec<u8>> = std::env::args_os()
+        .skip(1)
+        .map(OsString::into_vec)
+        .collect();
+    let request = match parse(&args) {
+        Ok(r) => r,
+        Err(why) => {
+            log::line(NAME, &why);
+            eprintln!("{USAGE}");
+            return PERMFAIL;
         }
-        let c = Config::from_env();
-        let senders = std::env::var_os("OVERLIMIT_SENDERS").filter(|v| !v.is_empty());
-        Settings {
-            control: c.control,
-            dir: c.dir,
-            senders: senders.map_or_else(|| DEFAULT_SENDERS.into(), PathBuf::from),
-            monitor: c.monitor,
-            fail_closed: c.fail_closed,
+    };
+    let (asked, n) = match &request {
+        Request::Help => {
+            println!("{USAGE}");
+            return 0;
         }
+        Request::Queue(n) => (None, *n),
+        Request::Submit(s) => (s.client.as_deref(), s.recipients.len() as u64),
+    };
+    let who = match identify(caller.uid, asked) {
+        Ok(w) => w,
+        Err(Stop::Refused(code, why)) => {
+            return refuse(code, &format!("refused uid {}: {why}", caller.uid))
+        }
+        Err(Stop::Broken(e)) => return internal(&format!("uid {}", caller.uid), e),
+    };
+    match request {
+        Request::Submit(s) => submit(&who, caller, s),
+        _ => queue(&who, n),
     }
 }
 
-/// The exit code and the one line of the answer.
-struct Answer(i32, String);
+/// `--queue N`: the answer on stdout, for qmail-queue-overlimit.
+fn queue(who: &Who, n: u64) -> i32 {
+    let name = printable(&who.client.name());
+    match count(who, n) {
+        Ok(Counted::Yes { .. }) => {
+            println!("{name}");
+            0
+        }
+        Ok(Counted::No(code, why)) => {
+            println!("{why}");
+            code
+        }
+        Err(e) => internal(&name, e),
+    }
+}
 
-/// Why counting stopped short of a decision.
+/// The strict argument lists; anything else is a usage error.
+fn parse(args: &[Vec<u8>]) -> Result<Request, String> {
+    let mut rest: &[Vec<u8>] = args;
+    let mut client = None;
+    match rest {
+        [h] if h == b"--help" => return Ok(Request::Help),
+        [q, n] if q == b"--queue" => {
+            return match std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                Some(n) if n > 0 => Ok(Request::Queue(n)),
+                _ => Err("--queue needs a number of recipients, 1 or more".into()),
+            }
+        }
+        [c, name, tail @ ..] if c == b"--client" => {
+            client = Some(name.clone());
+            rest = tail;
+        }
+        _ => {}
+    }
+    let [submit, tail @ ..] = rest else {
+        return Err("expected --submit or --queue".into());
+    };
+    if submit != b"--submit" {
+        return Err("expected --submit or --queue".into());
+    }
+    rest = tail;
+    let ignore_dots = rest.first().is_some_and(|a| a == b"-i");
+    if ignore_dots {
+        rest = &rest[1..];
+    }
+    let [f, sender, tail @ ..] = rest else {
+        return Err("--submit needs -f SENDER".into());
+    };
+    if f != b"-f" {
+        return Err("--submit needs -f SENDER".into());
+    }
+    rest = tail;
+    let mut full_name = None;
+    if let [flag, name, tail @ ..] = rest {
+        if flag == b"-F" {
+            if name.len() > MAX_FULL_NAME || name.iter().any(|&b| b < 0x20 || b == 0x7f) {
+                return Err("-F: a full name without control bytes, at most 256 bytes".into());
+            }
+            full_name = Some(name.clone());
+            rest = tail;
+        }
+    }
+    let [dashes, recipients @ ..] = rest else {
+        return Err("expected -- and the recipients".into());
+    };
+    if dashes != b"--" || recipients.is_empty() {
+        return Err("expected -- and the recipients".into());
+    }
+    if !sender.is_empty() && !address::atomic(sender) {
+        return Err(format!(
+            "-f: \"{}\" is not one plain address",
+            printable(sender)
+        ));
+    }
+    if let Some(bad) = recipients.iter().find(|r| !address::atomic(r)) {
+        return Err(format!(
+            "recipient \"{}\" is not one plain address",
+            printable(bad)
+        ));
+    }
+    Ok(Request::Submit(Submit {
+        client,
+        ignore_dots,
+        sender: sender.clone(),
+        full_name,
+        recipients: recipients.to_vec(),
+    }))
+}
+
+/// Who is counted: the login of the real uid, and the client it counts as.
+struct Who {
+    login: Vec<u8>,
+    uid: u32,
+    client: Client,
+    /// The counter may be another's too (a mapped or requested name): a
+    /// refusal then shows none of its numbers to the caller.
+    shared: bool,
+}
+
 enum Stop {
-    Refused(Answer),
+    Refused(i32, String),
     Broken(Internal),
 }
 
@@ -85,216 +230,194 @@ impl From<Internal> for Stop {
     }
 }
 
-fn main() {
-    let started = Instant::now();
-    let privileged = identity::privileged();
-    let hardened = if privileged { harden() } else { Ok(()) };
-    std::panic::set_hook(Box::new(|info| {
-        log::line(NAME, &format!("internal error: {info}").replace('\n', " "));
-    }));
-    let settings = Settings::new(privileged);
-    let fail_closed = settings.fail_closed;
-    let Answer(code, line) = std::panic::catch_unwind(|| match hardened {
-        Ok(()) => run(&settings, started),
-        Err(e) => internal(&settings, &format!("uid {}", identity::real_uid()), e),
-    })
-    .unwrap_or_else(|_| {
-        let code = if fail_closed { TEMPFAIL } else { COUNTED };
-        Answer(code, "internal error (see above)".into())
-    });
-    println!("{line}");
-    std::process::exit(code)
-}
-
-fn run(s: &Settings, started: Instant) -> Answer {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let Request { asked, n } = match parse(&args) {
-        Ok(Some(request)) => request,
-        Ok(None) => return Answer(COUNTED, USAGE.into()),
-        Err(why) => return Answer(PERMFAIL, format!("{why}\n{USAGE}")),
-    };
-    let client = match identify(s, asked.as_deref()) {
-        Ok(c) => c,
-        Err(Stop::Refused(a)) => return a,
-        Err(Stop::Broken(e)) => return internal(s, &format!("uid {}", identity::real_uid()), e),
-    };
-    let name = printable(&client.name());
-    match count(s, &client, n, started) {
-        Ok(a) => a,
-        Err(e) => internal(s, &name, e),
-    }
-}
-
-/// What the command line asks for.
-struct Request {
-    /// `--client NAME`.
-    asked: Option<Vec<u8>>,
-    /// Recipients to count.
-    n: u64,
-}
-
-/// `[--client NAME] N`; `Ok(None)` asks for help.
-fn parse(args: &[OsString]) -> Result<Option<Request>, String> {
-    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    let (asked, rest) = match bytes.as_slice() {
-        [b"--help" | b"-h", ..] => return Ok(None),
-        [b"--client", name, rest @ ..] => (Some(name.to_vec()), rest),
-        rest => (None, rest),
-    };
-    let n = match rest {
-        [n] => std::str::from_utf8(n)
-            .ok()
-            .and_then(|n| n.parse::<u64>().ok()),
-        _ => None,
-    };
-    match n {
-        Some(n) if n > 0 => Ok(Some(Request { asked, n })),
-        _ => Err("expected a number of recipients, 1 or more".into()),
-    }
-}
-
-/// The client to count: the account's default (`LOGIN@localhost`, or the
-/// first name the administrator mapped it to), or the name it asked for if
-/// the mapping allows it.
-fn identify(s: &Settings, asked: Option<&[u8]>) -> Result<Client, Stop> {
-    let uid = identity::real_uid();
+fn identify(uid: u32, asked: Option<&[u8]>) -> Result<Who, Stop> {
     let Some(login) = identity::login(uid)? else {
-        let why = format!("uid {uid} has no login name; refused");
-        return Err(Stop::Refused(Answer(PERMFAIL, why)));
+        return Err(Stop::Refused(
+            PERMFAIL,
+            "no login name in /etc/passwd".into(),
+        ));
     };
+    let path = Path::new(DEFAULT_SENDERS);
     let mut notes = Vec::new();
-    let mapped = senders::for_login(&s.senders, &login, &mut notes)?;
+    let mapped = senders::for_login(path, &login, &mut notes)?;
     for n in &notes {
-        log::line(NAME, &format!("{}: {n}", s.senders.display()));
+        log::line(NAME, &format!("{}: {n}", path.display()));
     }
-    let Some(asked) = asked else {
-        let name = mapped.default_name(&login);
-        return Client::from_name(&name)
-            .ok_or_else(|| Stop::Broken(Internal("empty client name".into())));
+    let name = match asked {
+        None => mapped.default_name(&login),
+        Some(asked) => {
+            let c = Client::from_name(asked)
+                .ok_or_else(|| Stop::Refused(PERMFAIL, "--client: empty name".into()))?;
+            if !mapped.allows(&login, &c.name()) {
+                let (l, n) = (printable(&login), printable(&c.name()));
+                let why = format!(
+                    "{l} may not send as {n} (no line {l}:{n} in {})",
+                    path.display()
+                );
+                return Err(Stop::Refused(PERMFAIL, why));
+            }
+            c.name()
+        }
     };
-    let refuse = |why: String| Stop::Refused(Answer(PERMFAIL, why));
-    let client = Client::from_name(asked).ok_or_else(|| refuse("--client: empty name".into()))?;
-    if !mapped.allows(&login, &client.name()) {
-        return Err(refuse(format!(
-            "{} may not send as {} (no line {}:{} in {})",
-            printable(&login),
-            printable(&client.name()),
-            printable(&login),
-            printable(&client.name()),
-            s.senders.display()
-        )));
-    }
-    Ok(client)
+    let client = Client::from_name(&name).ok_or_else(|| Internal::other("empty client name"))?;
+    let shared = mapped.mapped() || client.name() != identity::default_client(&login);
+    Ok(Who {
+        login,
+        uid,
+        client,
+        shared,
+    })
 }
 
-fn count(s: &Settings, client: &Client, n: u64, started: Instant) -> Result<Answer, Internal> {
+enum Counted {
+    /// Counted at `at` on `targets`: what a refund gives back.
+    Yes { targets: Vec<Target>, at: Time },
+    /// The exit code and the caller's line.
+    No(i32, String),
+}
+
+fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
+    let control = Path::new(DEFAULT_CONTROL);
     let mut notes = Vec::new();
-    let resolved = lookup::resolve(&s.control, client, &mut notes);
+    let resolved = lookup::resolve(control, &who.client, &mut notes);
     for note in &notes {
-        log::line(NAME, &format!("{}: {note}", s.control.display()));
+        log::line(NAME, &format!("{}: {note}", control.display()));
     }
-    let targets = admit::targets(client, &resolved?);
-    let now = overlimit::time::Time::now();
-    let deadline = started + LOCK_WAIT;
-    let result = admit::admit_n(&s.dir, &targets, now, deadline, s.monitor, n)?;
+    let targets = admit::targets(&who.client, &resolved?);
+    let at = Time::now();
+    let deadline = Instant::now() + LOCK_WAIT;
+    let result = admit::admit_n(Path::new(DEFAULT_DIR), &targets, at, deadline, false, n)?;
     for note in &result.notes {
         log::line(NAME, note);
     }
-    let name = client.name();
     if result.accepted() {
-        return Ok(Answer(COUNTED, printable(&name)));
+        return Ok(Counted::Yes { targets, at });
     }
-    let why = refusal(&name, &result, n, now);
-    if s.monitor {
-        log::line(NAME, &format!("monitor: would refuse {why}"));
-        return Ok(Answer(COUNTED, printable(&name)));
-    }
-    // A message with more recipients than a limit allows at all never fits.
+    let name = printable(&who.client.name());
+    let own = who.client.name();
+    let full = refusal::describe(&result.full, &own, who.shared, n, at, false);
+    syslog(
+        IDENT,
+        libc::LOG_WARNING,
+        &format!("refused {name} (uid {}): {full}", who.uid),
+    );
     let never = result.full.iter().any(|f| n > f.item.max);
-    Ok(Answer(if never { PERMFAIL } else { TEMPFAIL }, why))
+    let code = if never { PERMFAIL } else { TEMPFAIL };
+    Ok(Counted::No(
+        code,
+        format!(
+            "refused {name}: {}",
+            refusal::describe(&result.full, &own, who.shared, n, at, true)
+        ),
+    ))
 }
 
-/// `web1@localhost: limit 100/1h reached (99 counted, 2 asked; room in 12m)`.
-fn refusal(name: &[u8], result: &Admission, n: u64, now: overlimit::time::Time) -> String {
-    let limits: Vec<String> = result
-        .full
-        .iter()
-        .map(|f| describe(name, f, n, now))
-        .collect();
-    format!("{}: {}", printable(name), limits.join("; "))
-}
-
-fn describe(name: &[u8], f: &Full, n: u64, now: overlimit::time::Time) -> String {
-    let whose = if f.label == name {
-        String::new()
-    } else {
-        format!("{} ", printable(&f.label))
-    };
-    if n > f.item.max {
-        return format!(
-            "{whose}limit {} is below the message's {n} recipients",
-            f.item
-        );
-    }
-    let room = match f.room_at {
-        Some(t) => format!("room in {}", overlimit::refusal::wait(now, t)),
-        None => "until reset".to_string(),
-    };
-    format!(
-        "{whose}limit {} reached ({} counted, {n} asked; {room})",
-        f.item, f.count
+/// An internal error refuses the mail: on this path nothing passes uncounted.
+fn internal(name: &str, e: Internal) -> i32 {
+    refuse(
+        TEMPFAIL,
+        &format!("{name}: internal error, mail refused: {e}"),
     )
 }
 
-/// An internal error: refused (111) when failing closed, which is always the
-/// case under privilege; else counted as passing, with a log line.
-fn internal(s: &Settings, name: &str, e: Internal) -> Answer {
-    if s.fail_closed {
-        return Answer(TEMPFAIL, format!("{name}: internal error: {e}"));
-    }
-    log::line(
-        NAME,
-        &format!("internal error, message passes uncounted: {e}"),
+/// Counts the recipients, then hands the stamped message to the deliverer.
+fn submit(who: &Who, caller: Caller, s: Submit) -> i32 {
+    let name = printable(&who.client.name());
+    let prepared = prepare(who, caller, &s);
+    let (call, file, subject) = match prepared {
+        Ok(p) => p,
+        Err(Stop::Refused(code, why)) => return refuse(code, &format!("{why}; nothing sent")),
+        Err(Stop::Broken(e)) => return internal(&name, e),
+    };
+    let n = s.recipients.len() as u64;
+    let (targets, at) = match count(who, n) {
+        Ok(Counted::Yes { targets, at }) => (targets, at),
+        Ok(Counted::No(code, why)) => {
+            log::line(NAME, &why);
+            return code;
+        }
+        Err(e) => return internal(&name, e),
+    };
+    let what = format!(
+        "uid {}, {n} recipient{}, {subject}",
+        caller.uid,
+        if n == 1 { "" } else { "s" }
     );
-    Answer(COUNTED, name.to_string())
+    let code = match call.run(file) {
+        Ok(Ended::Exited(code)) => code,
+        Err(e) => {
+            log::line(NAME, &e.to_string());
+            TEMPFAIL
+        }
+        // It may have queued: the count stays (never a refund for mail sent).
+        Ok(Ended::Unknown(why)) => {
+            let program = call.program.display();
+            return refuse(
+                TEMPFAIL,
+                &format!("{program}: {why}; {name}: {what}, counted (it may have been sent)"),
+            );
+        }
+    };
+    if code == 0 {
+        syslog(IDENT, libc::LOG_INFO, &format!("counted {name}: {what}"));
+        return 0;
+    }
+    // Nothing counted when nothing was sent.
+    let deadline = Instant::now() + LOCK_WAIT;
+    let back = match admit::refund(Path::new(DEFAULT_DIR), &targets, at, n, deadline) {
+        Ok(()) => "given back".to_string(),
+        Err(e) => format!("not given back: {e}"),
+    };
+    refuse(
+        code,
+        &format!(
+            "{} failed (exit {code}); {name}: {what}, {back}",
+            call.program.display()
+        ),
+    )
 }
 
-/// Puts the inherited process state a site controls back to something safe,
-/// before anything else runs: descriptors 0-2 open (else a counter opened
-/// later could become stderr), no environment, a umask that keeps counters
-/// group-writable, and a file-size limit that cannot cut a counter's write
-/// short (a torn counter would be started again, from zero).
-fn harden() -> Result<(), Internal> {
-    for fd in 0..3 {
-        // SAFETY: fcntl and open on descriptor numbers and a literal path;
-        // open returns the lowest free descriptor, which is `fd`.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) == -1 {
-                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            }
+type Prepared = (Invocation, std::fs::File, String);
+
+/// Everything that can fail before counting: the deliverer, the message, the
+/// argument list. A message that cannot be sent is never counted.
+fn prepare(who: &Who, caller: Caller, s: &Submit) -> Result<Prepared, Stop> {
+    let program = deliverer::resolve(Path::new(deliverer::CONTROL))?;
+    overlimit::local::executable(&program)?;
+    let msg = read_message().map_err(|(code, why)| Stop::Refused(code, why))?;
+    let subject = match message::subject(&msg) {
+        Some(s) => {
+            let mut s = printable(&s);
+            s.truncate(200);
+            format!("subject \"{s}\"")
         }
-    }
-    // SAFETY: single-threaded here; nothing holds pointers into the environment.
-    unsafe {
-        libc::clearenv();
-        libc::umask(0o007);
-    }
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+        None => "no subject".into(),
     };
-    // SAFETY: get/setrlimit with a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) == 0 && lim.rlim_cur != lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
-        }
-    }
-    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < 1 << 20 {
-        return Err(Internal(format!(
-            "file size limit of {} bytes is too low to write counters",
-            lim.rlim_cur
-        )));
-    }
-    Ok(())
+    // The trace an abuse desk follows: the queue sees only `overlimit`. A
+    // stamp the caller wrote itself goes first.
+    let end = String::from_utf8_lossy(message::line_end(&msg)).into_owned();
+    let stamp = format!(
+        "X-Overlimit-Client: {} (uid {}){end}",
+        printable(&who.client.name()),
+        caller.uid
+    );
+    let msg = message::with_field_on_top(
+        &message::without(&msg, &["x-overlimit-client"]),
+        stamp.as_bytes(),
+    );
+    let mut file = memory_file(c"overlimit-count")
+        .map_err(|e| Internal::other(format!("cannot buffer the message: {e}")))?;
+    file.write_all(&msg)
+        .and_then(|()| file.rewind())
+        .map_err(|e| Internal::other(format!("cannot buffer the message: {e}")))?;
+    let call = Invocation::new(
+        program,
+        s.ignore_dots,
+        &s.sender,
+        s.full_name.as_deref(),
+        &s.recipients,
+        &who.login,
+    );
+    call.fits()?;
+    Ok((call, file, subject))
 }

@@ -2,7 +2,7 @@
 //! `src/admin/` with its usage text. Arguments are read as bytes
 //! (`args_os`): a name need not be UTF-8, and no input ends in a panic.
 
-use overlimit::admin::{check, compile, exit, reset, status, Args};
+use overlimit::admin::{check, compile, exit, metrics, reset, status, Args};
 use overlimit::client::shown;
 use overlimit::config::Config;
 use std::ffi::OsString;
@@ -16,6 +16,8 @@ commands:
                                cannot write
   compile                      write RELAYLIMITS.cdb for large control files
   status [--json] [NAME...]    show counters, over-limit ones first
+  metrics [--top N] [--output FILE]
+                               the counters in Prometheus' text format
   reset NAME...                free clients (remove their counters); NAME
                                may be *@domain or an address range
 
@@ -51,6 +53,7 @@ fn run(args: &[OsString]) -> i32 {
         b"compile" => compile::USAGE,
         b"status" => status::USAGE,
         b"reset" => reset::USAGE,
+        b"metrics" => metrics::USAGE,
         other => {
             eprintln!("overlimit: unknown command {}\n{USAGE}", shown(other));
             return exit::TROUBLE;
@@ -65,6 +68,7 @@ fn run(args: &[OsString]) -> i32 {
     match command.as_bytes() {
         b"status" => status::run(&config.control, &config.dir, rest),
         b"reset" => reset::run(&config.dir, rest),
+        b"metrics" => metrics::run(&config.control, &config.dir, rest),
         _ => match Args::parse(rest, &[]) {
             Ok(a) if a.names.is_empty() => {
                 if command == "check" {

@@ -6,11 +6,17 @@
 //! or 111 (internal error with OVERLIMIT_FAILCLOSED). This file is the one
 //! place that decides the exit code. It never reads stdin, which is the SMTP
 //! client's socket, and never exits any other way, even on a panic.
+//!
+//! qmail-smtpd passes no argument. An administrator may type `--version`
+//! or `--help` (exit 0); any other argument is a mistake that reads and
+//! counts nothing and answers 111, qmail's "cannot verify", so that a
+//! wrapper passing one by mistake fails closed instead of letting mail pass
+//! uncounted.
 // Under `cargo test` the test harness supplies `main`; see the C `main` below.
 #![cfg_attr(not(test), no_main)]
 
 use overlimit::admit::{self, Full};
-use overlimit::client::{printable, Client};
+use overlimit::client::{printable, shown, Client};
 use overlimit::config::Config;
 use overlimit::error::Internal;
 use overlimit::log;
@@ -29,6 +35,19 @@ const GO_ON: i32 = 112;
 const OVER: i32 = 113;
 const TEMPFAIL: i32 = 111;
 
+const USAGE: &str = "usage: rcptcheck-overlimit (qmail-smtpd runs it with no argument)
+
+The recipient check of qmail-smtpd's rcptcheck patch: counts each relayed
+recipient for its client (SMTPAUTHUSER, else TCPREMOTEIP) against the
+client's limits in RELAYLIMITS, keeping counters in OVERLIMITDIR. Set in the
+run script: RCPTCHECK=/var/qmail/bin/rcptcheck-overlimit and
+RCPTCHECKRELAYCLIENT=1.
+
+options: -h, --help, -V, --version
+exit: 112 go on (accepted, or not ours to count); 113 over the limit;
+111 internal error with OVERLIMIT_FAILCLOSED set, or an unknown argument;
+0 after --help or --version. See rcptcheck-overlimit(8).";
+
 // Memory that runs out (`softlimit -m`) is an internal error like any other,
 // answered with the exit code, never by Rust's abort.
 #[global_allocator]
@@ -41,9 +60,12 @@ static ALLOCATOR: ExitOnOom = ExitOnOom;
 // signals a limit raises are ignored and closed standard descriptors are
 // filled, so that no input or resource limit ends the plug-in by a signal.
 #[cfg_attr(not(test), no_mangle)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     process::ignore_limit_signals();
     process::fill_closed_descriptors();
+    if argc > 1 {
+        return by_hand(argc, argv);
+    }
     if internal_code() == TEMPFAIL {
         process::on_out_of_memory(
             TEMPFAIL,
@@ -63,6 +85,43 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
         log::line(NAME, &text)
     }));
     std::panic::catch_unwind(|| run(started)).unwrap_or_else(|_| internal_code())
+}
+
+/// Answers an administrator who typed arguments: `--help` or `--version`
+/// on stdout and 0; anything else named on stderr, nothing read or
+/// counted, and 111. Nothing here may panic: no panic hook is set yet.
+/// Kept out of line and cold, so that qmail-smtpd's calls, which never
+/// come here, do not pay for its code in `main`.
+#[cold]
+#[inline(never)]
+fn by_hand(argc: libc::c_int, argv: *const *const libc::c_char) -> i32 {
+    use std::io::Write;
+    // SAFETY: the C start-up passes argc strings in argv, each
+    // NUL-terminated and alive for the whole run.
+    let args: Vec<&[u8]> = (1..argc as usize)
+        .map(|i| unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) }.to_bytes())
+        .collect();
+    let out = match args[..] {
+        [b"-h" | b"--help"] => USAGE.to_string(),
+        [b"-V" | b"--version"] => format!("{NAME} {}", env!("CARGO_PKG_VERSION")),
+        _ => {
+            let known = |a: &[u8]| matches!(a, b"-h" | b"--help" | b"-V" | b"--version");
+            let problem = match args.iter().find(|a| !known(a)) {
+                Some(a) => format!("unknown argument {}", shown(a)),
+                None => "one option at a time".to_string(),
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "{NAME}: {problem} (qmail-smtpd runs it with none; try --help); \
+                 nothing counted, answering 111"
+            );
+            return TEMPFAIL;
+        }
+    };
+    match writeln!(std::io::stdout(), "{out}") {
+        Ok(()) => 0,
+        Err(_) => TEMPFAIL,
+    }
 }
 
 /// `OVERLIMIT_FAILCLOSED`, a switch as `config::switch` reads one, but
@@ -104,8 +163,7 @@ fn run(started: Instant) -> i32 {
 }
 
 fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
-    let client = client()
-        .ok_or_else(|| Internal("no client: neither SMTPAUTHUSER nor TCPREMOTEIP is set".into()))?;
+    let client = client().ok_or(Internal::NoClient)?;
     let mut notes = Vec::new();
     let resolved = lookup::resolve(&config.control, &client, &mut notes);
     for n in &notes {

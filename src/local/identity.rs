@@ -1,5 +1,6 @@
-//! Who is calling. The real uid is the one thing a site cannot choose: a
-//! setgid program keeps it, whatever the environment or arguments say.
+//! Who is calling, and who the privileged programs run as. The real uid is
+//! the one thing a site cannot choose: a set-id program keeps it, whatever
+//! the environment or arguments say.
 
 use crate::error::{fail, Internal};
 use std::path::Path;
@@ -10,16 +11,9 @@ pub fn real_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// True when a set-id bit gave this process ids its caller does not have:
-/// then nothing the caller controls (environment, inherited state) is trusted.
-pub fn privileged() -> bool {
-    // SAFETY: the get*id calls have no preconditions and cannot fail.
-    unsafe { libc::getuid() != libc::geteuid() || libc::getgid() != libc::getegid() }
-}
-
 /// The password file. It is read directly rather than through glibc's
 /// getpwuid: the programs are linked statically, where glibc loads NSS
-/// modules (systemd, sss, ldap) with dlopen, which can crash, and a setgid
+/// modules (systemd, sss, ldap) with dlopen, which can crash, and a set-id
 /// program is better off not loading modules at all.
 pub const PASSWD: &str = "/etc/passwd";
 
@@ -46,6 +40,46 @@ pub fn login_in(passwd: &[u8], uid: u32) -> Option<Vec<u8>> {
     })
 }
 
+/// The home directory of `name` in /etc/passwd (its sixth field).
+pub fn home_of(name: &[u8]) -> Result<Option<Vec<u8>>, Internal> {
+    let text = std::fs::read(PASSWD).map_err(|e| fail("read", Path::new(PASSWD), e))?;
+    Ok(text.split(|&b| b == b'\n').find_map(|line| {
+        let f: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        (f.len() >= 7 && f[0] == name).then(|| f[5].to_vec())
+    }))
+}
+
+/// The group file, read directly for the same reason.
+pub const GROUP: &str = "/etc/group";
+
+/// The account the privileged programs run as, and its group.
+pub const ACCOUNT: &str = "overlimit";
+
+/// The uid of `name` in /etc/passwd.
+pub fn uid_of(name: &[u8]) -> Result<Option<u32>, Internal> {
+    id_of(PASSWD, name)
+}
+
+/// The gid of `name` in /etc/group.
+pub fn gid_of(name: &[u8]) -> Result<Option<u32>, Internal> {
+    id_of(GROUP, name)
+}
+
+fn id_of(file: &str, name: &[u8]) -> Result<Option<u32>, Internal> {
+    let text = std::fs::read(file).map_err(|e| fail("read", Path::new(file), e))?;
+    Ok(id_in(&text, name))
+}
+
+/// The third field of the first line naming `name` (passwd and group alike).
+pub fn id_in(text: &[u8], name: &[u8]) -> Option<u32> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let mut f = line.split(|&b| b == b':');
+        (f.next()? == name).then_some(())?;
+        let _password = f.next()?;
+        std::str::from_utf8(f.next()?).ok()?.parse().ok()
+    })
+}
+
 /// The client a login is counted as unless the administrator maps it:
 /// `LOGIN@localhost`, which no SMTP client shares by accident.
 pub fn default_client(login: &[u8]) -> Vec<u8> {
@@ -68,5 +102,9 @@ mod tests {
         assert_eq!(login_in(text, 1001).as_deref(), Some(&b"web1"[..]));
         assert_eq!(login_in(text, 100), None);
         assert_eq!(login(3_999_999_999).unwrap(), None);
+        assert_eq!(id_in(text, b"web1"), Some(1001));
+        assert_eq!(id_in(text, b"web"), None);
+        assert_eq!(uid_of(b"root").unwrap(), Some(0));
+        assert_eq!(gid_of(b"root").unwrap(), Some(0));
     }
 }

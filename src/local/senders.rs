@@ -4,7 +4,9 @@
 //! The first NAME listed for a login replaces its default `LOGIN@localhost`
 //! (`web1:info@example.com` puts the site and that SMTP user under one counter
 //! and one limit). Any NAME listed for a login may be asked for with
-//! `sendmail-overlimit --client NAME`; `LOGIN:*` allows every name.
+//! `sendmail-overlimit --client NAME`. There is no `LOGIN:*`: a login allowed
+//! every name could create counters without bound, so such a line is
+//! reported as bad and ignored.
 
 use crate::client::{printable, Client};
 use crate::control::clean;
@@ -12,15 +14,13 @@ use crate::error::{fail, Internal};
 use crate::lookup::{for_each_line, open_text, TooLong};
 use std::path::Path;
 
-pub const DEFAULT_SENDERS: &str = "/var/qmail/control/overlimit-senders";
+pub const DEFAULT_SENDERS: &str = crate::home_path!("control/overlimit-senders");
 
 /// What the file says about one login.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Senders {
     /// The names listed for the login, canonical, in file order.
     pub names: Vec<Vec<u8>>,
-    /// A `LOGIN:*` line: any name may be asked for.
-    pub any: bool,
 }
 
 /// The lines of `path` for `login` (compared exactly: login names are case
@@ -56,7 +56,11 @@ impl Senders {
             return;
         }
         if name == b"*" {
-            self.any = true;
+            notes.push(format!(
+                "line {number} ({}:*): a login may not use any name (it could create \
+                 counters without bound); list its names one a line; skipped",
+                printable(who)
+            ));
         } else if let Some(c) = Client::from_name(name) {
             self.names.push(c.name());
         } else {
@@ -76,11 +80,15 @@ impl Senders {
     }
 
     /// Whether `login` may be counted as `requested` (canonical form): its
-    /// default, a listed name, or anything after `LOGIN:*`.
+    /// default or a listed name.
     pub fn allows(&self, login: &[u8], requested: &[u8]) -> bool {
-        self.any
-            || self.names.iter().any(|n| n == requested)
-            || requested == self.default_name(login)
+        self.names.iter().any(|n| n == requested) || requested == self.default_name(login)
+    }
+
+    /// Whether the login's counter is a name the administrator mapped it to
+    /// (and so possibly shared with an SMTP user or other accounts).
+    pub fn mapped(&self) -> bool {
+        !self.names.is_empty()
     }
 }
 
@@ -113,10 +121,11 @@ mod tests {
     }
 
     #[test]
-    fn a_star_allows_any_name_but_is_not_a_default() {
-        let (s, _) = read("www-data:*\n", "www-data");
+    fn a_star_line_is_reported_and_allows_nothing() {
+        let (s, notes) = read("www-data:*\n", "www-data");
         assert_eq!(s.default_name(b"www-data"), b"www-data@localhost");
-        assert!(s.allows(b"www-data", b"anything@example.org"));
+        assert!(!s.allows(b"www-data", b"anything@example.org"));
+        assert!(notes[0].contains("www-data:*"), "{notes:?}");
     }
 
     #[test]

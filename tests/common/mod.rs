@@ -455,3 +455,23 @@ impl Sandbox {
         o.stdout
     }
 }
+
+/// Sets the data length of the record whose key ends with `key` in the cdb
+/// at `path` to `len` (a damaged file; the data is not there). A cdb's
+/// records follow its 2,048-byte header up to the first hash table.
+pub fn damage_cdb_record(path: &Path, key: &[u8], len: u32) {
+    let mut cdb = std::fs::read(path).unwrap();
+    let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+    let tables = (0..256).map(|i| word(&cdb, i * 8)).min().unwrap();
+    let mut at = 2048;
+    while at < tables {
+        let (klen, dlen) = (word(&cdb, at), word(&cdb, at + 4));
+        if cdb[at + 8..at + 8 + klen].ends_with(key) {
+            cdb[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+            std::fs::write(path, cdb).unwrap();
+            return;
+        }
+        at += 8 + klen + dlen;
+    }
+    panic!("no record for {key:?} in {}", path.display());
+}
