@@ -2,17 +2,16 @@
 //! client's own and, for a user, the domain's), accept only if each has room,
 //! and raise them all together.
 //!
-//! Counters are locked in order of file name, so two processes that need the
-//! same pair never wait on each other in a cycle; all are held while any is
-//! read or written, so the check and the increments are one step to every
-//! other process.
+//! The decision runs on what the store found at every counter and returns
+//! what to write back; the store (`backend.rs`) makes the reading, the
+//! check and the increments one step to every other process, whether the
+//! counters are files under `flock` or keys in a Redis transaction.
 
+use crate::backend::{Change, Expiry, Found, Open, Store};
 use crate::counter::{Counter, MAX_NOTIFIED};
 use crate::error::Internal;
 use crate::limits::{Item, Limits};
-use crate::store::{fits_size_limit, Locked};
 use crate::time::Time;
-use std::path::Path;
 use std::time::Instant;
 
 /// One counter to check and raise.
@@ -68,40 +67,57 @@ pub fn room_at(full: &[Full]) -> Option<Time> {
 /// Decides one recipient at time `now`. With `monitor`, a recipient without
 /// room is counted as if accepted, and reported all the same.
 pub fn admit(
-    dir: &Path,
+    store: &mut Store,
     targets: &[Target],
     now: Time,
     deadline: Instant,
     monitor: bool,
 ) -> Result<Admission, Internal> {
-    admit_n(dir, targets, now, deadline, monitor, 1)
+    admit_n(store, targets, now, deadline, monitor, 1)
 }
 
 /// Decides the `n` recipients of one message together (`sendmail-overlimit`):
 /// all are accepted, or none is, so a message is never sent to part of its
 /// recipients. Each counter rises by `n` in one step.
 pub fn admit_n(
-    dir: &Path,
+    store: &mut Store,
     targets: &[Target],
     now: Time,
     deadline: Instant,
     monitor: bool,
     n: u64,
 ) -> Result<Admission, Internal> {
-    let mut locked = lock_all(dir, targets, deadline)?;
+    let files = files_of(targets);
+    let places: Vec<String> = files.iter().map(|f| store.place(f)).collect();
+    store.update(&files, Open::Create, deadline, |found| {
+        Ok(decide(targets, found, &places, now, monitor, n))
+    })
+}
+
+/// The decision on what was found at each target's counter, and the counters
+/// to write back: the same for every backend.
+fn decide(
+    targets: &[Target],
+    found: Vec<Found>,
+    places: &[String],
+    now: Time,
+    monitor: bool,
+    n: u64,
+) -> (Admission, Vec<Change>) {
     let mut result = Admission::default();
-    let mut before = Vec::with_capacity(targets.len());
     let mut counters = Vec::with_capacity(targets.len());
     let mut full = Vec::with_capacity(targets.len());
-    for (t, l) in targets.iter().zip(&locked) {
-        let mut c = l.read()?.unwrap_or_else(|| {
-            result.notes.push(format!(
-                "{}: not a counter; started again",
-                l.path.display()
-            ));
-            Counter::default()
-        });
-        before.push(c.clone());
+    for ((t, f), place) in targets.iter().zip(found).zip(places) {
+        let mut c = match f {
+            Found::Counter(c) => c,
+            Found::Missing => Counter::default(),
+            Found::Damaged => {
+                result
+                    .notes
+                    .push(format!("{place}: not a counter; started again"));
+                Counter::default()
+            }
+        };
         c.client.clone_from(&t.label);
         c.keep_windows(&t.limits.periods(), now);
         full.push(full_for(&t.label, &t.limits, &c, n));
@@ -125,8 +141,21 @@ pub fn admit_n(
         counters[0].refused = counters[0].refused.saturating_add(n);
         counters[0].last_refused = now.secs();
     }
-    write_all(&mut locked, &counters, &before)?;
-    Ok(result)
+    (result, changes(targets, counters))
+}
+
+/// The targets' counter file names, as the store takes them.
+fn files_of(targets: &[Target]) -> Vec<String> {
+    targets.iter().map(|t| t.file.clone()).collect()
+}
+
+/// Every counter written back, each to expire as its limits say.
+fn changes(targets: &[Target], counters: Vec<Counter>) -> Vec<Change> {
+    targets
+        .iter()
+        .zip(counters)
+        .map(|(t, c)| Change::Set(c, Expiry::for_limits(&t.limits)))
+        .collect()
 }
 
 /// Updates which of `limits` the counter has reported as full: an episode
@@ -150,80 +179,31 @@ fn notify_once(c: &mut Counter, limits: &Limits, full: &[Full]) -> Vec<Full> {
 /// when the message they belong to was not queued after all (the real
 /// sendmail failed): nothing is counted that was not sent.
 pub fn refund(
-    dir: &Path,
+    store: &mut Store,
     targets: &[Target],
     at: Time,
     n: u64,
     deadline: Instant,
 ) -> Result<(), Internal> {
-    let mut locked = lock_all(dir, targets, deadline)?;
-    let now = Time::now().max(at);
-    let mut before = Vec::with_capacity(targets.len());
-    let mut counters = Vec::with_capacity(targets.len());
-    for (t, l) in targets.iter().zip(&locked) {
-        let mut c = l.read()?.unwrap_or_default();
-        before.push(c.clone());
-        c.client.clone_from(&t.label);
-        c.total = c.total.saturating_sub(n);
-        for w in &mut c.windows {
-            w.expire(now);
-            w.take_back(at, n);
-        }
-        counters.push(c);
-    }
-    write_all(&mut locked, &counters, &before)
-}
-
-/// Opens and locks every target's counter, in order of file name so that two
-/// processes needing the same pair never wait on each other in a cycle.
-fn lock_all(dir: &Path, targets: &[Target], deadline: Instant) -> Result<Vec<Locked>, Internal> {
-    let mut order: Vec<usize> = (0..targets.len()).collect();
-    order.sort_by(|&a, &b| targets[a].file.cmp(&targets[b].file));
-    let mut locked: Vec<Option<Locked>> = (0..targets.len()).map(|_| None).collect();
-    for &i in &order {
-        locked[i] = Some(Locked::open(dir, &targets[i].file, deadline)?);
-    }
-    Ok(locked.into_iter().map(Option::unwrap).collect())
-}
-
-/// Writes each counter back, all or none: the longest text is checked
-/// against the file-size limit before the first is written, and when a write
-/// fails (a full disk: the user's counter rewritten in place, the domain's
-/// new one needing a block it cannot get), the counters already written, and
-/// the one that failed, get their text from `before` back.
-fn write_all(
-    locked: &mut [Locked],
-    counters: &[Counter],
-    before: &[Counter],
-) -> Result<(), Internal> {
-    let texts: Vec<Vec<u8>> = counters.iter().map(Counter::to_text).collect();
-    if let Some((l, text)) = locked.iter().zip(&texts).max_by_key(|(_, t)| t.len()) {
-        fits_size_limit(&l.path, text.len())?;
-    }
-    // A counter that was empty (just created) is put back by truncating it,
-    // which needs no block.
-    let empty: Vec<bool> = locked.iter().map(|l| l.size() == 0).collect();
-    for i in 0..locked.len() {
-        let Err(e) = locked[i].write_text(&texts[i]) else {
-            continue;
-        };
-        let mut restore = Vec::new();
-        for j in 0..=i {
-            let text = if empty[j] {
-                Vec::new()
-            } else {
-                before[j].to_text()
+    let files = files_of(targets);
+    store.update(&files, Open::Create, deadline, |found| {
+        let now = Time::now().max(at);
+        let mut counters = Vec::with_capacity(targets.len());
+        for (t, f) in targets.iter().zip(found) {
+            let mut c = match f {
+                Found::Counter(c) => c,
+                _ => Counter::default(),
             };
-            if let Err(again) = locked[j].write_text(&text) {
-                restore.push(again);
+            c.client.clone_from(&t.label);
+            c.total = c.total.saturating_sub(n);
+            for w in &mut c.windows {
+                w.expire(now);
+                w.take_back(at, n);
             }
+            counters.push(c);
         }
-        return Err(Internal::Rollback {
-            first: Box::new(e),
-            restore,
-        });
-    }
-    Ok(())
+        Ok(((), changes(targets, counters)))
+    })
 }
 
 /// The items of `limits` that `c` has no room for (its windows expired to now).

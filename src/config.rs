@@ -49,6 +49,9 @@ pub const fn join<const N: usize>(a: &str, b: &str) -> [u8; N] {
 
 pub const DEFAULT_CONTROL: &str = home_path!("control/relaylimits");
 pub const DEFAULT_DIR: &str = home_path!("overlimit");
+/// For `overlimit-count`, which trusts no environment: the `OVERLIMIT_REDIS`
+/// URL, on its first line, when the counters are in Redis.
+pub const DEFAULT_REDIS: &str = home_path!("control/overlimitredis");
 /// Where qmail's programs and ours live.
 pub const BIN: &str = home_path!("bin");
 
@@ -58,6 +61,8 @@ pub struct Config {
     pub control: PathBuf,
     /// `OVERLIMITDIR`: the counter directory.
     pub dir: PathBuf,
+    /// `OVERLIMIT_REDIS`: a server holding the counters instead of `dir`.
+    pub redis: Option<String>,
     /// `OVERLIMIT_MONITOR`: log what would be refused, refuse nothing.
     pub monitor: bool,
     /// `OVERLIMIT_FAILCLOSED`: internal errors answer 111 instead of 112.
@@ -80,6 +85,11 @@ impl Config {
         Config {
             control: path("RELAYLIMITS", DEFAULT_CONTROL).into(),
             dir: path("OVERLIMITDIR", DEFAULT_DIR).into(),
+            // A value that is not UTF-8 is kept (lossily) so that it fails
+            // to parse, loudly, instead of falling back to files.
+            redis: std::env::var_os("OVERLIMIT_REDIS")
+                .filter(|v| !v.is_empty())
+                .map(|v| v.to_string_lossy().into_owned()),
             monitor: switch("OVERLIMIT_MONITOR"),
             fail_closed: switch("OVERLIMIT_FAILCLOSED"),
             reply: match std::env::var_os("OVERLIMIT_REPLY")
@@ -94,6 +104,31 @@ impl Config {
             atchars: crate::client::atchars(),
         }
     }
+}
+
+impl Config {
+    /// Where the counters are: `OVERLIMIT_REDIS`, or files in `dir`.
+    pub fn store(&self) -> Result<crate::backend::Store, crate::error::Internal> {
+        crate::backend::Store::open(&self.dir, self.redis.as_deref())
+    }
+}
+
+/// The counters as installed, for `overlimit-count`: the server named in
+/// `DEFAULT_REDIS` if that file exists, else files in `DEFAULT_DIR`. The
+/// caller of a set-id program controls its environment, and an
+/// `OVERLIMIT_REDIS` of its own would send its counts to a server it runs.
+pub fn installed_store() -> Result<crate::backend::Store, crate::error::Internal> {
+    let path = std::path::Path::new(DEFAULT_REDIS);
+    let url = match std::fs::read(path) {
+        Ok(text) => {
+            let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+            let url = String::from_utf8_lossy(first).trim().to_string();
+            (!url.is_empty()).then_some(url)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(crate::error::fail("read", path, e)),
+    };
+    crate::backend::Store::open(std::path::Path::new(DEFAULT_DIR), url.as_deref())
 }
 
 /// A switch is on when set to anything but the empty string or `0`.

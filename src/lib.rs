@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod admit;
+pub mod backend;
 pub mod bytes;
 pub mod cdb;
 pub mod client;

@@ -8,12 +8,12 @@
 //! counter locked: the cost grows with counters plus lines, and no plug-in
 //! waits on a lock while the text is read.
 
+use crate::backend::{Change, Expiry, Found, Open, Store};
 use crate::counted::Counted;
 use crate::counter::Counter;
 use crate::error::Internal;
 use crate::lookup;
 use crate::rules::limits_in;
-use crate::store::Locked;
 use crate::time::{ADMIN_LOCK_WAIT, READ_LOCK_WAIT};
 use std::collections::HashMap;
 use std::path::Path;
@@ -57,20 +57,10 @@ pub fn label(file: &str, c: &Counter) -> Vec<u8> {
     }
 }
 
-/// Reads one counter under a shared lock, released on return; `None` when
-/// it does not exist.
-pub fn read_counter(dir: &Path, file: &str) -> Result<Option<Counter>, Internal> {
-    let deadline = Instant::now() + READ_LOCK_WAIT;
-    let Some(locked) = Locked::open_to_read(dir, file, deadline)? else {
-        return Ok(None);
-    };
-    match locked.read()? {
-        Some(c) => Ok(Some(c)),
-        None => Err(Internal::Damaged {
-            path: locked.path.clone(),
-            why: "not a counter",
-        }),
-    }
+/// Reads one counter (a file under a shared lock, released on return);
+/// `None` when it does not exist.
+pub fn read_counter(store: &mut Store, file: &str) -> Result<Option<Counter>, Internal> {
+    store.read(file, Instant::now() + READ_LOCK_WAIT)
 }
 
 /// The classic limit of each counter of `files` under the current control
@@ -78,14 +68,14 @@ pub fn read_counter(dir: &Path, file: &str) -> Result<Option<Counter>, Internal>
 /// released; the text is read once, with no lock held.
 pub fn classic_limits(
     control: &Path,
-    dir: &Path,
+    store: &mut Store,
     files: &[String],
     notes: &mut Vec<String>,
 ) -> Result<HashMap<Vec<u8>, Option<u64>>, Internal> {
     let mut counted = Vec::new();
     for file in files {
         // A counter that cannot be read is reported when it is swept.
-        if let Ok(Some(c)) = read_counter(dir, file) {
+        if let Ok(Some(c)) = read_counter(store, file) {
             if let Some(who) = Counted::from_label(&label(file, &c)) {
                 counted.push(who);
             }
@@ -100,36 +90,57 @@ pub fn classic_limits(
     Ok(out)
 }
 
-/// Sweeps one counter file at time `now`. `keep` holds the classic limits
-/// of `--keep-overlimit` (from `classic_limits`).
+/// Sweeps one counter at time `now`. `keep` holds the classic limits of
+/// `--keep-overlimit` (from `classic_limits`).
 pub fn sweep_one(
-    dir: &Path,
+    store: &mut Store,
     file: &str,
     keep: Option<&HashMap<Vec<u8>, Option<u64>>>,
     now: crate::time::Time,
 ) -> Result<Swept, Internal> {
-    let Some(mut locked) = Locked::open_existing(dir, file, Instant::now() + ADMIN_LOCK_WAIT)?
-    else {
-        return Ok(Swept::Skipped);
-    };
-    let Some(mut c) = locked.read()? else {
-        return Err(Internal::Damaged {
-            path: locked.path.clone(),
-            why: "not a counter; left alone",
-        });
-    };
+    let place = store.place(file);
+    let deadline = Instant::now() + ADMIN_LOCK_WAIT;
+    store.update(
+        &[file.to_string()],
+        Open::Existing,
+        deadline,
+        |mut found| {
+            let c = match found.pop() {
+                Some(Found::Counter(c)) => c,
+                Some(Found::Damaged) => {
+                    return Err(Internal::Damaged {
+                        path: place.clone().into(),
+                        why: "not a counter; left alone",
+                    })
+                }
+                _ => return Ok((Swept::Skipped, vec![Change::Keep])),
+            };
+            let (swept, change) = sweep_counter(file, c, keep, now);
+            Ok((swept, vec![change]))
+        },
+    )
+}
+
+/// What the sweep makes of one counter.
+fn sweep_counter(
+    file: &str,
+    mut c: Counter,
+    keep: Option<&HashMap<Vec<u8>, Option<u64>>>,
+    now: crate::time::Time,
+) -> (Swept, Change) {
     let label = label(file, &c);
     if let Some(limits) = keep {
         // Canonical, as `classic_limits` stored it.
         let canonical = Counted::from_label(&label).map(|w| w.label());
         match canonical.and_then(|l| limits.get(&l)) {
-            None => return Ok(Swept::Skipped),
+            None => return (Swept::Skipped, Change::Keep),
             Some(Some(limit)) if c.total >= *limit => {
-                return Ok(Swept::Kept {
+                let kept = Swept::Kept {
                     client: label,
                     count: c.total,
                     limit: *limit,
-                });
+                };
+                return (kept, Change::Keep);
             }
             Some(_) => {}
         }
@@ -140,12 +151,10 @@ pub fn sweep_one(
     let periods: Vec<u32> = c.windows.iter().map(|w| w.period).collect();
     c.keep_windows(&periods, now);
     if c.is_empty() {
-        locked.remove()?;
-        return Ok(Swept::Removed);
+        return (Swept::Removed, Change::Delete);
     }
     if c.client.is_empty() {
         c.client = label;
     }
-    locked.write(&c)?;
-    Ok(Swept::Reset)
+    (Swept::Reset, Change::Set(c, Expiry::AsBefore))
 }

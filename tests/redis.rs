@@ -4,12 +4,17 @@
 //! not at all under concurrent writers.
 
 mod common;
+#[path = "support/policy.rs"]
+mod policy;
+#[path = "support/process.rs"]
+mod process;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 
 use common::*;
+use overlimit::backend::{Change, Expiry, Found};
 use overlimit::counter::Counter;
-use overlimit::redis::counters::{self, Change, Expiry, Found};
+use overlimit::redis::counters;
 use overlimit::redis::{Conn, Server};
 use redis_server::{Options, RedisServer};
 use std::io::{Read, Write};
@@ -292,4 +297,424 @@ fn a_hostile_server_can_neither_hang_nor_exhaust_the_client() {
     }
     server.join().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- The engine and the programs over Redis ----------------------------------------
+
+/// Runs `make(worker, i)` ten times in each of 8 concurrent workers; the
+/// exit codes.
+fn eight_workers(make: impl Fn(usize, usize) -> Run + Sync) -> Vec<Option<i32>> {
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let make = &make;
+                s.spawn(move || (0..10).map(|i| make(w, i).run().code).collect::<Vec<_>>())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
+#[test]
+fn two_hosts_sharing_one_server_let_exactly_n_through_in_all_also_with_the_domain_aggregate() {
+    let Some(redis) = server(Options::default()) else {
+        return;
+    };
+    let url = redis.url("");
+    // Each user may send 100 an hour, the domain 25 in all; and a client
+    // with a classic limit of its own, on both hosts.
+    let limits = "@example.com:25/1h\n*@example.com:100/1h\nsolo@example.org:13\n:1000\n";
+    let hosts = [Sandbox::with_limits(limits), Sandbox::with_limits(limits)];
+    let codes = eight_workers(|w, i| {
+        hosts[w % 2]
+            .user(&format!("u{}@example.com", (w + i) % 5))
+            .env("OVERLIMIT_REDIS", &url)
+    });
+    let through = codes.iter().filter(|&&c| c == Some(112)).count();
+    assert_eq!(through, 25, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|&&c| c == Some(113)).count(),
+        55,
+        "{codes:?}"
+    );
+    let codes = eight_workers(|w, _| {
+        hosts[w % 2]
+            .user("solo@example.org")
+            .env("OVERLIMIT_REDIS", &url)
+    });
+    assert_eq!(
+        codes.iter().filter(|&&c| c == Some(112)).count(),
+        13,
+        "{codes:?}"
+    );
+    for h in &hosts {
+        assert!(
+            h.counter_files().is_empty(),
+            "nothing in the counter directory"
+        );
+    }
+    // Both hosts' status shows the one count.
+    for h in &hosts {
+        let o = h
+            .admin(&["status", "--json", "@example.com"])
+            .env("OVERLIMIT_REDIS", &url)
+            .run();
+        assert_eq!(o.code, Some(0), "{o:?}");
+        assert_eq!(json_number(&o.stdout, "count"), 25, "{o:?}");
+    }
+}
+
+#[test]
+fn status_reset_and_the_sweep_work_on_the_shared_counters() {
+    let Some(redis) = server(Options::default()) else {
+        return;
+    };
+    let url = redis.url("");
+    let s = Sandbox::with_limits("a@example.com:2\nb@example.com:5/1h\n:100\n");
+    let run = |r: Run| r.env("OVERLIMIT_REDIS", &url).run();
+    for _ in 0..3 {
+        run(s.user("a@example.com"));
+        run(s.user("b@example.com"));
+    }
+    assert_eq!(run(s.user("a@example.com")).code, Some(113));
+    let o = run(s.admin(&["status"]));
+    assert!(
+        o.code == Some(0) && o.stdout.contains("a@example.com"),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("b@example.com"), "{o:?}");
+    // a's classic count lives until the sweep; b's window expires by itself.
+    assert_eq!(
+        redis.raw("PTTL overlimit:{@example.com}:a@example.com"),
+        ":-1"
+    );
+    let ttl: i64 = redis.raw("PTTL overlimit:{@example.com}:b@example.com")[1..]
+        .parse()
+        .unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_660_000, "{ttl}");
+    // The sweep resets the classic count and keeps b's window and lifetime.
+    let o = run(s.sweep(&[]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert_eq!(run(s.user("a@example.com")).code, Some(112));
+    let ttl: i64 = redis.raw("PTTL overlimit:{@example.com}:b@example.com")[1..]
+        .parse()
+        .unwrap();
+    assert!(ttl > 3_000_000, "{ttl}");
+    let o = run(s.admin(&["status", "--json", "b@example.com"]));
+    assert!(o.stdout.contains("\"count\":3"), "{o:?}");
+    // reset frees b at once, on every host.
+    let o = run(s.admin(&["reset", "b@example.com"]));
+    assert_eq!(
+        (o.code, o.stdout.trim()),
+        (Some(0), "b@example.com: reset"),
+        "{o:?}"
+    );
+    assert_eq!(
+        redis.raw("EXISTS overlimit:{@example.com}:b@example.com"),
+        ":0"
+    );
+    assert!(s.counter_files().is_empty());
+}
+
+#[test]
+fn a_stopped_or_killed_server_fails_open_or_closed_within_the_deadline() {
+    let Some(mut redis) = server(Options::default()) else {
+        return;
+    };
+    let url = redis.url("");
+    let s = Sandbox::with_limits(":5\n");
+    assert_eq!(
+        s.user("a@example.com").env("OVERLIMIT_REDIS", &url).code(),
+        112
+    );
+    let answered = |what: &str| {
+        for (failclosed, code) in [("", 112), ("1", 111)] {
+            let o = s
+                .user("a@example.com")
+                .env("OVERLIMIT_REDIS", &url)
+                .env("OVERLIMIT_FAILCLOSED", failclosed)
+                .run();
+            assert_eq!(o.code, Some(code), "{what}: {o:?}");
+            assert!(
+                o.stderr.contains("internal error") && o.stderr.contains("redis"),
+                "{o:?}"
+            );
+            assert!(o.elapsed < Duration::from_millis(1500), "{what}: {o:?}");
+        }
+    };
+    redis.freeze();
+    answered("stopped");
+    redis.kill();
+    answered("killed");
+    // A shorter deadline is the address's to set.
+    assert!(
+        s.counter_files().is_empty(),
+        "no fallback to files by surprise"
+    );
+}
+
+#[test]
+fn a_restart_with_persistence_keeps_every_count() {
+    let Some(mut redis) = server(Options {
+        persistent: true,
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let url = redis.url("");
+    let s = Sandbox::with_limits(":4\n");
+    for _ in 0..3 {
+        assert_eq!(
+            s.user("a@example.com").env("OVERLIMIT_REDIS", &url).code(),
+            112
+        );
+    }
+    redis.restart();
+    assert_eq!(
+        s.user("a@example.com").env("OVERLIMIT_REDIS", &url).code(),
+        112
+    );
+    assert_eq!(
+        s.user("a@example.com").env("OVERLIMIT_REDIS", &url).code(),
+        113
+    );
+}
+
+#[test]
+fn a_bad_address_is_an_internal_error_naming_the_variable() {
+    let s = Sandbox::with_limits(":5\n");
+    let o = s
+        .user("a@example.com")
+        .env("OVERLIMIT_REDIS", "rediss://h")
+        .run();
+    assert_eq!(o.code, Some(112), "{o:?}");
+    assert!(o.stderr.contains("OVERLIMIT_REDIS: TLS"), "{o:?}");
+    let o = s
+        .admin(&["status"])
+        .env("OVERLIMIT_REDIS", "redis://h:0")
+        .run();
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("OVERLIMIT_REDIS: port"), "{o:?}");
+}
+
+// ---- One arithmetic: both backends decide alike -------------------------------------
+
+/// One step of a random sequence.
+#[derive(Clone, Debug)]
+enum Step {
+    /// `n` recipients for client `who`, `after` ms after the last step.
+    Admit { who: usize, n: u64, after: u64 },
+    /// Give back the last accepted admission.
+    Refund,
+    /// The sweep, over every counter.
+    Sweep,
+    /// The clock stepped back this many ms.
+    Back(u64),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        12 => (0usize..4, 1u64..4, 0u64..3_000).prop_map(|(who, n, after)| Step::Admit { who, n, after }),
+        1 => Just(Step::Refund),
+        1 => Just(Step::Sweep),
+        1 => (1u64..5_000).prop_map(Step::Back),
+    ]
+}
+
+#[test]
+fn both_backends_decide_every_random_sequence_alike() {
+    use overlimit::backend::Store;
+    use overlimit::time::Time;
+    use proptest::test_runner::{Config, TestRunner};
+    let Some(redis) = server(Options::default()) else {
+        return;
+    };
+    let control = "@example.com:7,5/10s\n*@example.com:3/2s,6/1m\n192.0.2.0/24:4/5s\n:9\n";
+    let names = [
+        "a@example.com",
+        "b@example.com",
+        "c@example.org",
+        "192.0.2.1",
+    ];
+    let url = redis.url("");
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let sequences = proptest::collection::vec(step(), 1..60);
+    runner
+        .run(&sequences, |steps| {
+            assert_eq!(redis.raw("FLUSHDB"), "+OK");
+            let s = Sandbox::with_limits(control);
+            let mut files = Store::Files(s.dir());
+            let mut shared = Store::open(&s.dir(), Some(&url)).unwrap();
+            let targets: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let c = overlimit::client::Client::from_name(n.as_bytes()).unwrap();
+                    let r = overlimit::lookup::resolve(&s.control(), &c, &mut Vec::new()).unwrap();
+                    overlimit::admit::targets(&c, &r)
+                })
+                .collect();
+            let mut now = 1_700_000_000_000u64;
+            let mut last = None;
+            let far = Instant::now() + Duration::from_secs(10);
+            for step in steps {
+                match step {
+                    Step::Admit { who, n, after } => {
+                        now += after;
+                        let t = Time::from_millis(now);
+                        let a =
+                            overlimit::admit::admit_n(&mut files, &targets[who], t, far, false, n)
+                                .unwrap();
+                        let b =
+                            overlimit::admit::admit_n(&mut shared, &targets[who], t, far, false, n)
+                                .unwrap();
+                        assert_eq!(a.accepted(), b.accepted());
+                        assert_eq!((&a.full, &a.newly_full), (&b.full, &b.newly_full));
+                        if a.accepted() {
+                            last = Some((who, n, t));
+                        }
+                    }
+                    Step::Refund => {
+                        if let Some((who, n, t)) = last.take() {
+                            overlimit::admit::refund(&mut files, &targets[who], t, n, far).unwrap();
+                            overlimit::admit::refund(&mut shared, &targets[who], t, n, far)
+                                .unwrap();
+                        }
+                    }
+                    Step::Sweep => {
+                        let t = Time::from_millis(now);
+                        let listed = files.files(far).unwrap();
+                        assert_eq!(listed, shared.files(far).unwrap());
+                        for f in &listed {
+                            let a = overlimit::sweep::sweep_one(&mut files, f, None, t).unwrap();
+                            let b = overlimit::sweep::sweep_one(&mut shared, f, None, t).unwrap();
+                            assert_eq!(a, b, "{f}");
+                        }
+                    }
+                    Step::Back(ms) => now -= ms,
+                }
+            }
+            let listed = files.files(far).unwrap();
+            assert_eq!(listed, shared.files(far).unwrap(), "the same counters");
+            // `refund` expires windows to the real clock, read twice, so an
+            // empty window's index may differ by a bucket; nothing else may.
+            let settled = |c: Option<Counter>| {
+                c.map(|mut c| {
+                    for w in c.windows.iter_mut().filter(|w| w.counts.is_empty()) {
+                        w.first = 0;
+                    }
+                    c
+                })
+            };
+            for f in &listed {
+                let (a, b) = (files.read(f, far).unwrap(), shared.read(f, far).unwrap());
+                assert_eq!(settled(a), settled(b), "{f}");
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn check_says_whether_the_server_answers() {
+    let Some(mut redis) = server(Options::default()) else {
+        return;
+    };
+    let s = Sandbox::with_limits(":5\n");
+    let o = s
+        .admin(&["check"])
+        .env("OVERLIMIT_REDIS", redis.url(""))
+        .run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    redis.freeze();
+    let o = s
+        .admin(&["check"])
+        .env("OVERLIMIT_REDIS", redis.url("timeout=200"))
+        .run();
+    redis.thaw();
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("no answer within the deadline"), "{o:?}");
+    assert!(
+        o.stdout.contains("server (OVERLIMIT_REDIS) cannot be used"),
+        "{o:?}"
+    );
+}
+
+/// The `total_connections_received` the server counts.
+fn connections(redis: &RedisServer) -> u64 {
+    let info = redis.raw("INFO stats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{info}"))
+}
+
+#[test]
+fn the_policy_service_shares_the_count_and_keeps_its_connection() {
+    let Some(mut redis) = server(Options::default()) else {
+        return;
+    };
+    let url = redis.url("");
+    let s = Sandbox::with_limits("alice@example.com:3/1h\n");
+    let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+        ("RELAYLIMITS".into(), s.control().into()),
+        ("OVERLIMITDIR".into(), s.dir().into()),
+        ("OVERLIMIT_REDIS".into(), url.clone().into()),
+    ];
+    let socket = policy::socket_in(&s.root);
+    let daemon = policy::Daemon::unix(&env, &socket);
+    let mut peer = policy::Peer::unix(&socket);
+    assert_eq!(
+        peer.ask(&policy::rcpt("alice@example.com")).as_deref(),
+        Some("DUNNO")
+    );
+    let before = connections(&redis);
+    assert_eq!(
+        peer.ask(&policy::rcpt("alice@example.com")).as_deref(),
+        Some("DUNNO")
+    );
+    // The plug-in on another host counts the third; the daemon refuses the fourth.
+    assert_eq!(
+        s.user("alice@example.com")
+            .env("OVERLIMIT_REDIS", &url)
+            .code(),
+        112
+    );
+    let refused = peer.ask(&policy::rcpt("alice@example.com")).unwrap();
+    assert!(refused.starts_with("450 4.7.1 "), "{refused}");
+    // One connection for each `raw` and the plug-in's: none new from the daemon.
+    assert_eq!(
+        connections(&redis) - before,
+        2,
+        "the daemon kept its connection"
+    );
+    assert!(s.counter_files().is_empty());
+    // A stopped server: the answer still comes within the deadline (DUNNO,
+    // failing open), and once it runs again a new connection serves.
+    redis.freeze();
+    let started = Instant::now();
+    let answer = peer.ask(&policy::rcpt("bob@example.com"));
+    redis.thaw();
+    assert_eq!(answer.as_deref(), Some("DUNNO"));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let refused = peer.ask(&policy::rcpt("alice@example.com")).unwrap();
+    assert!(refused.starts_with("450 4.7.1 "), "{refused}");
+    let f = daemon.stop();
+    assert_eq!(f.code, Some(0), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("no answer within the deadline"),
+        "{}",
+        f.stderr
+    );
 }

@@ -520,7 +520,7 @@ fn a_count_of_a_trillion_is_added_in_one_step_not_one_at_a_time_under_the_lock()
     // The bug: a loop of n additions per window, holding the lock (and,
     // here, the test) for hours.
     let result = overlimit::admit::admit_n(
-        &s.dir(),
+        &mut overlimit::backend::Store::Files(s.dir()),
         &targets,
         overlimit::time::Time::now(),
         started + Duration::from_secs(5),

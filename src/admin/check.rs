@@ -16,8 +16,10 @@ Reads RELAYLIMITS and reports each line the plug-in would skip (no colon, bad
 number, unknown unit, bad range, empty limit) and each line no client can
 ever match (300.1.2.3:10, *example.org:10), with its number and reason; each
 counter in OVERLIMITDIR that the counter directory's owner (the qmail-smtpd
-user) cannot write; where the local-mail programs are installed, each owner,
-mode, mount or account their privilege model needs and lacks; then warnings: a line overridden by a later one, a range
+user) cannot write (with OVERLIMIT_REDIS: whether the server answers); where
+the local-mail programs are installed, each owner, mode, mount or account
+their privilege model needs and lacks; then warnings: a line overridden by a
+later one, a range
 with host bits set, a range shadowed by longer ones, a stale cdb. Exit 0 when
 nothing but warnings was found, 1 when something was (a missing control file
 included), 2 when the file cannot be read.";
@@ -38,7 +40,7 @@ fn local_install() -> Vec<String> {
 /// Counters named one by one at most; the rest are summed up.
 const MAX_LISTED: usize = 20;
 
-pub fn run(control: &Path, dir: &Path) -> i32 {
+pub fn run(control: &Path, dir: &Path, redis: Option<&str>) -> i32 {
     let shown = control.display();
     // First, as it holds whatever the control file says.
     let install = local_install();
@@ -66,7 +68,10 @@ pub fn run(control: &Path, dir: &Path) -> i32 {
     for (line, reason) in &never {
         eprintln!("{shown}:{line}: error: can never match: {reason}");
     }
-    let stuck = unwritable_counters(dir);
+    let stuck = match redis {
+        None => unwritable_counters(dir),
+        Some(url) => unreachable_server(dir, url),
+    };
     for s in &stuck {
         eprintln!("{s}");
     }
@@ -85,10 +90,10 @@ pub fn run(control: &Path, dir: &Path) -> i32 {
         counted(parsed.entries.len(), "entry", "entries"),
         counted(problems, "error", "errors"),
         counted(warnings.len(), "warning", "warnings"),
-        if stuck.is_empty() {
-            String::new()
-        } else {
-            format!(", counters the plug-in cannot write in {}", dir.display())
+        match (stuck.is_empty(), redis) {
+            (true, _) => String::new(),
+            (false, None) => format!(", counters the plug-in cannot write in {}", dir.display()),
+            (false, Some(_)) => ", the counters' server (OVERLIMIT_REDIS) cannot be used".into(),
         },
         if install.is_empty() {
             String::new()
@@ -113,6 +118,16 @@ pub fn never_matching(parsed: &Parsed) -> Vec<(usize, String)> {
         .iter()
         .filter_map(|(line, e)| Some((*line, e.key.never_matches()?.to_string())))
         .collect()
+}
+
+/// With `OVERLIMIT_REDIS`: the address or the server at fault, if listing
+/// the counters fails as the plug-in's first request would.
+fn unreachable_server(dir: &Path, url: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + crate::time::READ_LOCK_WAIT;
+    match crate::backend::Store::open(dir, Some(url)).and_then(|mut s| s.files(deadline)) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![format!("overlimit: {e}")],
+    }
 }
 
 /// Counters the counter directory's owner (who runs the plug-in) cannot

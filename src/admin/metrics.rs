@@ -15,13 +15,14 @@
 
 use super::exit;
 use crate::admit::full_items;
+use crate::backend::Store;
 use crate::client::{shown, Client};
 use crate::counted::Counted;
 use crate::counter::Counter;
 use crate::error::{fail, Internal};
 use crate::lookup;
 use crate::rules::{counters_of, limits_in, resolve_in};
-use crate::sweep::{counter_files, label, read_counter};
+use crate::sweep::{label, read_counter};
 use crate::time::Time;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -60,7 +61,7 @@ pub struct Scrape {
     pub errors: usize,
 }
 
-pub fn run(control: &Path, dir: &Path, args: &[OsString]) -> i32 {
+pub fn run(control: &Path, store: &mut Store, args: &[OsString]) -> i32 {
     let (top, output) = match parse(args) {
         Ok(a) => a,
         Err(e) => {
@@ -68,7 +69,7 @@ pub fn run(control: &Path, dir: &Path, args: &[OsString]) -> i32 {
             return exit::TROUBLE;
         }
     };
-    let scrape = match render(control, dir, top, &mut |e| eprintln!("overlimit: {e}")) {
+    let scrape = match render(control, store, top, &mut |e| eprintln!("overlimit: {e}")) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("overlimit: {e}");
@@ -123,13 +124,15 @@ fn parse(args: &[OsString]) -> Result<(usize, Option<PathBuf>), String> {
 /// counted; a counter directory that cannot be listed is an `Err`.
 pub fn render(
     control: &Path,
-    dir: &Path,
+    store: &mut Store,
     top: usize,
     error: &mut dyn FnMut(&Internal),
 ) -> Result<Scrape, Internal> {
     let now = Time::now();
     let mut errors = 0;
-    let mut read = |file: &str| match read_counter(dir, file) {
+    // Listed before the closure below borrows the store.
+    let files = store.files(std::time::Instant::now() + crate::time::ADMIN_LOCK_WAIT)?;
+    let mut read = |file: &str| match read_counter(store, file) {
         Ok(c) => c,
         Err(e) => {
             error(&e);
@@ -139,7 +142,7 @@ pub fn render(
     };
     let mut counters: HashMap<String, Counter> = HashMap::new();
     let mut wanted = Vec::new();
-    for file in counter_files(dir)? {
+    for file in files {
         let Some(c) = read(&file) else { continue };
         let who = match Counted::from_label(&label(&file, &c)) {
             Some(who) if who.file() == file => who,

@@ -4,13 +4,12 @@
 //! every client counter they cover.
 
 use super::{exit, Args};
+use crate::backend::{Change, Found, Open, Store};
 use crate::client::{range_spelled, shown, unescape, Client, Net};
 use crate::counted::Counted;
 use crate::error::Internal;
-use crate::store::Locked;
-use crate::sweep::{counter_files, label, read_counter};
+use crate::sweep::{label, read_counter};
 use std::ffi::OsString;
-use std::path::Path;
 use std::time::Instant;
 
 pub const USAGE: &str = "usage: overlimit reset [--] NAME...
@@ -52,7 +51,7 @@ impl Target {
     }
 }
 
-pub fn run(dir: &Path, args: &[OsString]) -> i32 {
+pub fn run(store: &mut Store, args: &[OsString]) -> i32 {
     let args = match Args::parse(args, &[]) {
         Ok(a) if !a.names.is_empty() => a,
         Ok(_) => {
@@ -75,7 +74,7 @@ pub fn run(dir: &Path, args: &[OsString]) -> i32 {
         };
         let files = match &target {
             Target::One(who) => Ok(vec![who.file()]),
-            _ => matching(dir, &target),
+            _ => matching(store, &target),
         };
         let mut removed = 0;
         for file in files.unwrap_or_else(|e| {
@@ -83,7 +82,7 @@ pub fn run(dir: &Path, args: &[OsString]) -> i32 {
             code = exit::TROUBLE;
             Vec::new()
         }) {
-            match remove(dir, &file, &target) {
+            match remove(store, &file, &target) {
                 Ok(true) => removed += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -104,11 +103,11 @@ pub fn run(dir: &Path, args: &[OsString]) -> i32 {
     code
 }
 
-/// The counter files whose label the pattern covers.
-fn matching(dir: &Path, target: &Target) -> Result<Vec<String>, Internal> {
+/// The counters whose label the pattern covers.
+fn matching(store: &mut Store, target: &Target) -> Result<Vec<String>, Internal> {
     let mut out = Vec::new();
-    for file in counter_files(dir)? {
-        if let Ok(Some(c)) = read_counter(dir, &file) {
+    for file in store.files(Instant::now() + crate::time::ADMIN_LOCK_WAIT)? {
+        if let Ok(Some(c)) = read_counter(store, &file) {
             if Counted::from_label(&label(&file, &c)).is_some_and(|who| target.covers(&who)) {
                 out.push(file);
             }
@@ -117,22 +116,24 @@ fn matching(dir: &Path, target: &Target) -> Result<Vec<String>, Internal> {
     Ok(out)
 }
 
-/// Removes one counter under its lock if it is (still) one the target
-/// covers; false if there was none.
-fn remove(dir: &Path, file: &str, target: &Target) -> Result<bool, Internal> {
+/// Removes one counter, as one step against every writer, if it is (still)
+/// one the target covers; false if there was none.
+fn remove(store: &mut Store, file: &str, target: &Target) -> Result<bool, Internal> {
     let deadline = Instant::now() + crate::time::ADMIN_LOCK_WAIT;
-    let Some(locked) = Locked::open_existing(dir, file, deadline)? else {
-        return Ok(false);
-    };
-    if !matches!(target, Target::One(_)) {
-        let still = locked
-            .read()?
-            .and_then(|c| Counted::from_label(&label(file, &c)))
-            .is_some_and(|who| target.covers(&who));
-        if !still {
-            return Ok(false);
-        }
-    }
-    locked.remove()?;
-    Ok(true)
+    store.update(&[file.to_string()], Open::Existing, deadline, |found| {
+        let covered = match &found[0] {
+            Found::Missing => false,
+            _ if matches!(target, Target::One(_)) => true,
+            Found::Counter(c) => {
+                Counted::from_label(&label(file, c)).is_some_and(|who| target.covers(&who))
+            }
+            Found::Damaged => false,
+        };
+        let change = if covered {
+            Change::Delete
+        } else {
+            Change::Keep
+        };
+        Ok((covered, vec![change]))
+    })
 }

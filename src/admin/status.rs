@@ -8,6 +8,7 @@
 
 use super::{exit, Args};
 use crate::admit::{full_items, Full};
+use crate::backend::Store;
 use crate::client::{shown, unescape, Client};
 use crate::counted::Counted;
 use crate::counter::Counter;
@@ -15,7 +16,7 @@ use crate::error::Internal;
 use crate::limits::{format_period, Limits};
 use crate::lookup;
 use crate::rules::{counters_of, limits_in, resolve_in};
-use crate::sweep::{counter_files, label, read_counter};
+use crate::sweep::{label, read_counter};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
@@ -42,7 +43,7 @@ struct Row {
     refused_by: Vec<Full>,
 }
 
-pub fn run(control: &Path, dir: &Path, args: &[OsString]) -> i32 {
+pub fn run(control: &Path, store: &mut Store, args: &[OsString]) -> i32 {
     let args = match Args::parse(args, &["--json"]) {
         Ok(a) => a,
         Err(e) => {
@@ -52,7 +53,7 @@ pub fn run(control: &Path, dir: &Path, args: &[OsString]) -> i32 {
     };
     let mut code = exit::OK;
     let now = crate::time::Time::now();
-    match rows(control, dir, &args.names, now, &mut code) {
+    match rows(control, store, &args.names, now, &mut code) {
         Ok(mut rows) => {
             // Named ones stay in the order asked, each before its shared
             // counters; the full list puts who has no room first.
@@ -82,17 +83,23 @@ pub fn run(control: &Path, dir: &Path, args: &[OsString]) -> i32 {
 /// that apply to named clients.
 fn rows(
     control: &Path,
-    dir: &Path,
+    store: &mut Store,
     names: &[Vec<u8>],
     now: crate::time::Time,
     code: &mut i32,
 ) -> Result<Vec<Row>, Internal> {
+    // Listed before the closure below borrows the store.
+    let listed = if names.is_empty() {
+        store.files(std::time::Instant::now() + crate::time::READ_LOCK_WAIT)?
+    } else {
+        Vec::new()
+    };
     let mut counters: HashMap<String, Counter> = HashMap::new();
     let mut read = |file: &str, code: &mut i32| -> Option<Counter> {
         if let Some(c) = counters.get(file) {
             return Some(c.clone());
         }
-        match read_counter(dir, file) {
+        match read_counter(store, file) {
             Ok(c) => {
                 let c = c?;
                 counters.insert(file.to_string(), c.clone());
@@ -110,7 +117,7 @@ fn rows(
     // The index in `wanted` of each named one, with the name as asked.
     let mut named: HashMap<usize, Vec<u8>> = HashMap::new();
     if names.is_empty() {
-        for file in counter_files(dir)? {
+        for file in listed {
             if let Some(c) = read(&file, code) {
                 match Counted::from_label(&label(&file, &c)) {
                     Some(who) if who.file() == file => wanted.push(who),

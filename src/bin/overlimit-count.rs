@@ -15,7 +15,7 @@
 
 use overlimit::admit::{self, Target};
 use overlimit::client::{printable, Client};
-use overlimit::config::{DEFAULT_CONTROL, DEFAULT_DIR};
+use overlimit::config::{installed_store, DEFAULT_CONTROL};
 use overlimit::error::Internal;
 use overlimit::local::deliverer::{Ended, Invocation};
 use overlimit::local::privilege::{self, Caller};
@@ -286,7 +286,8 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
     let targets = admit::targets(&who.client, &resolved?);
     let at = Time::now();
     let deadline = Instant::now() + LOCK_WAIT;
-    let result = admit::admit_n(Path::new(DEFAULT_DIR), &targets, at, deadline, false, n)?;
+    let mut store = installed_store()?;
+    let result = admit::admit_n(&mut store, &targets, at, deadline, false, n)?;
     for note in &result.notes {
         log::line(NAME, note);
     }
@@ -364,7 +365,9 @@ fn submit(who: &Who, caller: Caller, s: Submit) -> i32 {
     }
     // Nothing counted when nothing was sent.
     let deadline = Instant::now() + LOCK_WAIT;
-    let back = match admit::refund(Path::new(DEFAULT_DIR), &targets, at, n, deadline) {
+    let refunded =
+        installed_store().and_then(|mut s| admit::refund(&mut s, &targets, at, n, deadline));
+    let back = match refunded {
         Ok(()) => "given back".to_string(),
         Err(e) => format!("not given back: {e}"),
     };

@@ -71,9 +71,13 @@ fn main() -> ExitCode {
         }
         Some(address) => {
             if let Some((host, port)) = &options.metrics {
+                let store = match settings.config.store() {
+                    Ok(s) => s,
+                    Err(e) => return usage_error(logger, &e.to_string()),
+                };
                 let metrics = Metrics {
                     control: settings.config.control.clone(),
-                    dir: settings.config.dir.clone(),
+                    store,
                     top: options.top,
                     logger,
                 };

@@ -6,8 +6,9 @@
 use overlimit::admin::{exit, Args};
 use overlimit::client::shown;
 use overlimit::config::Config;
-use overlimit::sweep::{classic_limits, counter_files, sweep_one, Swept};
+use overlimit::sweep::{classic_limits, sweep_one, Swept};
 use std::ffi::OsString;
+use std::time::Instant;
 
 const USAGE: &str = "usage: overlimit-sweep [--keep-overlimit]
 
@@ -49,7 +50,16 @@ fn main() {
 
 fn run(config: &Config, keep: bool) -> i32 {
     let say = |what: &dyn std::fmt::Display| eprintln!("overlimit-sweep: {what}");
-    let files = match counter_files(&config.dir) {
+    let mut store = match config.store() {
+        Ok(s) => s,
+        Err(e) => {
+            say(&e);
+            return exit::TROUBLE;
+        }
+    };
+    // Listing a server's keys takes a round trip per thousand.
+    let listed = Instant::now() + overlimit::time::ADMIN_LOCK_WAIT;
+    let files = match store.files(listed) {
         Ok(f) => f,
         Err(e) => {
             say(&e);
@@ -58,7 +68,7 @@ fn run(config: &Config, keep: bool) -> i32 {
     };
     let limits = if keep {
         let mut notes = Vec::new();
-        let found = classic_limits(&config.control, &config.dir, &files, &mut notes);
+        let found = classic_limits(&config.control, &mut store, &files, &mut notes);
         for n in &notes {
             say(&format!("{}: {n}", config.control.display()));
         }
@@ -76,7 +86,7 @@ fn run(config: &Config, keep: bool) -> i32 {
     let now = overlimit::time::Time::now();
     let mut code = exit::OK;
     for file in files {
-        match sweep_one(&config.dir, &file, limits.as_ref(), now) {
+        match sweep_one(&mut store, &file, limits.as_ref(), now) {
             Ok(Swept::Kept {
                 client,
                 count,

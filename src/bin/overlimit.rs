@@ -65,14 +65,22 @@ fn run(args: &[OsString]) -> i32 {
         return help(usage);
     }
     let config = Config::from_env();
+    let store = || {
+        config.store().map_err(|e| {
+            eprintln!("overlimit: {e}");
+            exit::TROUBLE
+        })
+    };
     match command.as_bytes() {
-        b"status" => status::run(&config.control, &config.dir, rest),
-        b"reset" => reset::run(&config.dir, rest),
-        b"metrics" => metrics::run(&config.control, &config.dir, rest),
+        b"status" => store().map_or_else(|c| c, |mut s| status::run(&config.control, &mut s, rest)),
+        b"reset" => store().map_or_else(|c| c, |mut s| reset::run(&mut s, rest)),
+        b"metrics" => {
+            store().map_or_else(|c| c, |mut s| metrics::run(&config.control, &mut s, rest))
+        }
         _ => match Args::parse(rest, &[]) {
             Ok(a) if a.names.is_empty() => {
                 if command == "check" {
-                    check::run(&config.control, &config.dir)
+                    check::run(&config.control, &config.dir, config.redis.as_deref())
                 } else {
                     compile::run(&config.control)
                 }

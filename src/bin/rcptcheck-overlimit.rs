@@ -172,7 +172,7 @@ fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
     let targets = admit::targets(&client, &resolved?);
     let now = Time::now();
     let result = admit::admit(
-        &config.dir,
+        &mut config.store()?,
         &targets,
         now,
         started + LOCK_WAIT,

@@ -7,6 +7,7 @@ use super::logger::Logger;
 use super::reply::{refusal_log, refusal_text, Action, DUNNO, TEMPORARY_ERROR};
 use super::request::Request;
 use crate::admit::{self, Full};
+use crate::backend::Pool;
 use crate::client::Client;
 use crate::config::Config;
 use crate::error::Internal;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub logger: Logger,
     pub lookups: Cache,
     pub turns: Turns,
+    /// Where the counters are; a server's connections are kept.
+    pub stores: Pool,
 }
 
 /// Requests for one client take turns inside the daemon before they reach
@@ -62,8 +65,11 @@ impl Settings {
     /// an error, so a typo never silently becomes the default.
     pub fn from_env(logger: Logger) -> Result<Settings, String> {
         let action = std::env::var_os("OVERLIMIT_POLICY_ACTION");
+        let config = Config::from_env();
+        let stores = Pool::new(&config.dir, config.redis.as_deref()).map_err(|e| e.to_string())?;
         Ok(Settings {
-            config: Config::from_env(),
+            config,
+            stores,
             action: Action::parse(action.as_deref().map(OsStr::as_bytes))?,
             logger,
             lookups: Cache::default(),
@@ -94,6 +100,7 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
         logger,
         lookups,
         turns,
+        stores,
     } = settings;
     let name = if request.sasl_username.is_empty() {
         &request.client_address
@@ -111,13 +118,8 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
     let targets = admit::targets(&client, &resolved?);
     let turn = turns.take(&client.name());
     let now = crate::time::Time::now();
-    let result = admit::admit(
-        &config.dir,
-        &targets,
-        now,
-        started + LOCK_WAIT,
-        config.monitor,
-    )?;
+    let result = stores
+        .with(|store| admit::admit(store, &targets, now, started + LOCK_WAIT, config.monitor))?;
     drop(turn);
     for n in &result.notes {
         logger.line(n);

@@ -23,7 +23,8 @@ const MAX_HEAD: usize = 8192;
 /// What the metrics thread reads and where it logs.
 pub struct Metrics {
     pub control: PathBuf,
-    pub dir: PathBuf,
+    /// The counters; the thread keeps a server's connection.
+    pub store: crate::backend::Store,
     pub top: usize,
     pub logger: Logger,
 }
@@ -44,9 +45,10 @@ pub fn start(host: &str, port: u16, metrics: Metrics) -> Result<(), String> {
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
+            let mut metrics = metrics;
             for stream in listener.incoming() {
                 match stream {
-                    Ok(s) => answer(s, &metrics),
+                    Ok(s) => answer(s, &mut metrics),
                     Err(e) => {
                         metrics.logger.line(&format!("metrics: accept: {e}"));
                         std::thread::sleep(Duration::from_millis(100));
@@ -59,7 +61,7 @@ pub fn start(host: &str, port: u16, metrics: Metrics) -> Result<(), String> {
 }
 
 /// Reads one request head and answers it; any failure just closes.
-fn answer(mut stream: TcpStream, metrics: &Metrics) {
+fn answer(mut stream: TcpStream, metrics: &mut Metrics) {
     let _ = stream.set_read_timeout(Some(TIMEOUT));
     let _ = stream.set_write_timeout(Some(TIMEOUT));
     let mut head = Vec::new();
@@ -91,7 +93,7 @@ fn answer(mut stream: TcpStream, metrics: &Metrics) {
     }
     let logger = metrics.logger;
     let mut log = |e: &crate::error::Internal| logger.line(&format!("metrics: {e}"));
-    match render(&metrics.control, &metrics.dir, metrics.top, &mut log) {
+    match render(&metrics.control, &mut metrics.store, metrics.top, &mut log) {
         Ok(scrape) => respond(&mut stream, "200 OK", &scrape.text),
         Err(e) => {
             log(&e);

@@ -40,7 +40,7 @@ impl Conn {
     pub fn open(server: &Server, deadline: Instant) -> Result<Conn, Internal> {
         let deadline = server.deadline(deadline);
         let shown = server.shown();
-        let failed = |what: String| Internal(format!("redis {shown}: {what}"));
+        let failed = |what: String| Internal::other(format!("redis {shown}: {what}"));
         let stream = match &server.address {
             Address::Unix(path) => connect_unix(path, deadline)
                 .map(Stream::Unix)
@@ -92,7 +92,7 @@ impl Conn {
 
     /// An error naming the server.
     pub fn error(&self, what: &str) -> Internal {
-        Internal(format!("redis {}: {what}", self.shown))
+        Internal::other(format!("redis {}: {what}", self.shown))
     }
 
     /// Sends one command and reads its reply; an error reply is an error.

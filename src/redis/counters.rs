@@ -27,10 +27,10 @@
 
 use super::conn::Conn;
 use super::resp::Reply;
+use crate::backend::{Change, Expiry, Found};
 use crate::client::range_spelled;
 use crate::counter::Counter;
 use crate::error::Internal;
-use crate::limits::Limits;
 use crate::store::domain_file;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -95,54 +95,6 @@ pub fn file_of(key: &[u8]) -> Option<&[u8]> {
     let rest = key.strip_prefix(PREFIX)?.strip_prefix(b"{")?;
     let end = rest.windows(2).position(|w| w == b"}:")?;
     Some(&rest[end + 2..])
-}
-
-/// How long a counter with `limits` lives after its last write: `None` while
-/// a classic limit (or no limit at all) keeps it until the sweep. A window
-/// still counts a recipient until its bucket's end plus the period, hence
-/// one bucket width more than the period.
-pub fn lifetime(limits: &Limits) -> Option<Duration> {
-    if limits.items.is_empty() || limits.items.iter().any(|i| i.period.is_none()) {
-        return None;
-    }
-    let longest = limits.periods().into_iter().max()?;
-    let w = crate::window::Window::new(longest);
-    Some(Duration::from_millis(w.period_millis() + w.width()))
-}
-
-/// What a transaction found at one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Found {
-    Missing,
-    /// A value that is not a counter's text.
-    Damaged,
-    Counter(Counter),
-}
-
-/// When a counter written expires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expiry {
-    /// `lifetime` from now.
-    After(Duration),
-    /// Only by the sweep.
-    Never,
-    /// As it would have before this write (`KEEPTTL`): the sweep, which
-    /// does not know the counter's limits.
-    AsBefore,
-}
-
-impl From<Option<Duration>> for Expiry {
-    fn from(lifetime: Option<Duration>) -> Expiry {
-        lifetime.map_or(Expiry::Never, Expiry::After)
-    }
-}
-
-/// What becomes of one counter at the end of a transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    Keep,
-    Set(Counter, Expiry),
-    Delete,
 }
 
 /// Runs `decide` on what is at `keys` (in order) and applies the
@@ -306,7 +258,6 @@ pub fn read(conn: &mut Conn, key: &[u8]) -> Result<Option<Counter>, Internal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::Item;
 
     fn tag_in(key: &[u8]) -> &[u8] {
         let open = key.iter().position(|&b| b == b'{').unwrap();
@@ -337,21 +288,5 @@ mod tests {
         );
         assert_eq!(file_of(&user), Some(&b"web1@example.com"[..]));
         assert_eq!(file_of(b"other:key"), None);
-    }
-
-    #[test]
-    fn only_counters_of_windows_alone_expire() {
-        let limits = |items: &[(u64, Option<u32>)]| Limits {
-            items: items
-                .iter()
-                .map(|&(max, period)| Item { max, period })
-                .collect(),
-        };
-        assert_eq!(lifetime(&limits(&[])), None);
-        assert_eq!(lifetime(&limits(&[(10, Some(60)), (100, None)])), None);
-        assert_eq!(
-            lifetime(&limits(&[(10, Some(60)), (100, Some(3600))])),
-            Some(Duration::from_millis(3_600_000 + 60_000))
-        );
     }
 }

@@ -44,7 +44,7 @@ impl Server {
     /// Reads the variable's value; the error names the variable and the part
     /// at fault.
     pub fn parse(url: &str) -> Result<Server, Internal> {
-        let bad = |what: &str| Internal(format!("OVERLIMIT_REDIS: {what}"));
+        let bad = |what: &str| Internal::other(format!("OVERLIMIT_REDIS: {what}"));
         if let Some(rest) = url.strip_prefix("redis://") {
             return tcp(rest).map_err(|e| bad(&e));
         }
