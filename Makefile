@@ -38,7 +38,9 @@ BUILD    ?= target/release
 
 # Every program installed; .ci/run checks each is static and answers --version.
 PROGRAMS  = rcptcheck-overlimit overlimit-sweep overlimit sendmail-overlimit overlimit-policy overlimit-notify overlimit-count qmail-queue-overlimit
-MANPAGES  = $(wildcard man/*.8)
+# A page's section is its extension: the programs' in 8, the overview of
+# shared counters in 7.
+MANPAGES  = $(wildcard man/*.8 man/*.7)
 HOME_DIR  = $(DESTDIR)$(QMAILDIR)
 SAVED     = $(HOME_DIR)/control/overlimit-queue-orig
 
@@ -64,8 +66,10 @@ fuzz:
 install: all install-files install-man
 
 install-man:
-	install -d $(DESTDIR)$(MANDIR)/man8
-	for m in $(MANPAGES); do install -m 644 $$m $(DESTDIR)$(MANDIR)/man8/; done
+	for m in $(MANPAGES); do \
+	  install -d $(DESTDIR)$(MANDIR)/man$${m##*.} && \
+	  install -m 644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/ || exit 1; \
+	done
 
 # As root without DESTDIR, packaging/setup.sh makes the account, the
 # directories and the modes (the Debian package's postinst runs the same).
@@ -94,7 +98,7 @@ uninstall:
 	  exit 1; \
 	fi; \
 	for p in $(PROGRAMS); do rm -f $$b/$$p; done; \
-	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man8/$$(basename $$m); done; \
+	for m in $(MANPAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$(basename $$m); done; \
 	echo "overlimit: programs and man pages removed; left in place:"; \
 	echo "  $(QMAILDIR)/overlimit (the counters), $(QMAILDIR)/control/relaylimits,"; \
 	echo "  $(QMAILDIR)/control/overlimit-uncounted and overlimit-senders, the account overlimit"; \

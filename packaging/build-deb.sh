@@ -29,8 +29,9 @@ mkdir -p "$stage/DEBIAN" "$stage/var/qmail/bin" "$stage/usr/share/man/man8" \
 for p in $programs; do
   install -m 755 "$build/$p" "$stage/var/qmail/bin/$p"
 done
-for m in "$top"/man/*.8; do
-  gzip -9n <"$m" >"$stage/usr/share/man/man8/$(basename "$m").gz"
+for m in "$top"/man/*.[78]; do
+  mkdir -p "$stage/usr/share/man/man${m##*.}"
+  gzip -9n <"$m" >"$stage/usr/share/man/man${m##*.}/$(basename "$m").gz"
 done
 for f in "$top"/control-examples/*; do
   install -m 644 "$f" "$stage/usr/share/doc/overlimit/examples/"

@@ -18,8 +18,8 @@ contents=$(dpkg-deb -c "$deb")
 for p in $(sed -n 's/^PROGRAMS *= *//p' Makefile); do
   echo "$contents" | grep -q " ./var/qmail/bin/$p\$" || fail "$p is not in the package"
 done
-for m in man/*.8; do
-  echo "$contents" | grep -q " ./usr/share/man/man8/$(basename "$m").gz\$" || fail "$m is not in the package"
+for m in man/*.[78]; do
+  echo "$contents" | grep -q " ./usr/share/man/man${m##*.}/$(basename "$m").gz\$" || fail "$m is not in the package"
 done
 for f in control-examples/*; do
   echo "$contents" | grep -q " ./usr/share/doc/overlimit/examples/$(basename "$f")\$" || fail "$f is not in the package"
