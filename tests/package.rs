@@ -152,7 +152,10 @@ fn the_deb_carries_every_program_man_page_example_and_unit() {
         // The section is the extension: 8 for programs, 7 for overviews.
         let section = name.rsplit('.').next().unwrap();
         assert!(
-            has(&format!("usr/share/man/man{section}/{name}.gz"), "-rw-r--r--"),
+            has(
+                &format!("usr/share/man/man{section}/{name}.gz"),
+                "-rw-r--r--"
+            ),
             "{name}"
         );
     }

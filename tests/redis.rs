@@ -386,6 +386,12 @@ fn status_reset_and_the_sweep_work_on_the_shared_counters() {
         "{o:?}"
     );
     assert!(o.stdout.contains("b@example.com"), "{o:?}");
+    let o = run(s.admin(&["metrics"]));
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stdout.contains("overlimit_counters{kind=\"user\"} 2\n"),
+        "{o:?}"
+    );
     // a's classic count lives until the sweep; b's window expires by itself.
     assert_eq!(
         redis.raw("PTTL overlimit:{@example.com}:a@example.com"),
