@@ -3,7 +3,7 @@
 //! and raise them all together.
 //!
 //! The decision runs on what the store found at every counter and returns
-//! what to write back; the store (`backend.rs`) makes the reading, the
+//! what to write back; the store (`backend`) makes the reading, the
 //! check and the increments one step to every other process, whether the
 //! counters are files under `flock` or keys in a Redis transaction.
 

@@ -104,9 +104,7 @@ impl Config {
             atchars: crate::client::atchars(),
         }
     }
-}
 
-impl Config {
     /// Where the counters are: `OVERLIMIT_REDIS`, or files in `dir`.
     pub fn store(&self) -> Result<crate::backend::Store, crate::error::Internal> {
         crate::backend::Store::open(&self.dir, self.redis.as_deref())

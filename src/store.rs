@@ -176,13 +176,6 @@ impl Locked {
         self.size
     }
 
-    /// Replaces the contents with `c`'s text; see `write_text`.
-    pub fn write(&mut self, c: &Counter) -> Result<(), Internal> {
-        let text = c.to_text();
-        fits_size_limit(&self.path, text.len())?;
-        self.write_text(&text)
-    }
-
     /// Replaces the contents: one write at offset 0, then a truncate; see
     /// `counter.rs` for why a kill between them is harmless. The caller has
     /// checked `fits_size_limit`.
