@@ -47,6 +47,11 @@ pub(super) fn update<R>(
         })
         .collect();
     let (result, changes) = decide(found)?;
+    if changes.len() != files.len() {
+        return Err(Internal::other(
+            "a decision gave not one change per counter; none changed",
+        ));
+    }
     let mut writes = Vec::new();
     let mut counters = Vec::new();
     let mut befores = Vec::new();

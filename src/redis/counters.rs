@@ -127,7 +127,10 @@ pub fn transact<R>(
                 return Err(e);
             }
         };
-        assert_eq!(changes.len(), keys.len(), "one change per key");
+        if changes.len() != keys.len() {
+            let _ = conn.call(&[b"UNWATCH"]);
+            return Err(conn.error("a decision gave not one change per counter; none changed"));
+        }
         if changes.iter().all(|c| *c == Change::Keep) {
             conn.call(&[b"UNWATCH"])?;
             return Ok(result);
