@@ -42,6 +42,11 @@ pub struct Admission {
     pub full: Vec<Full>,
     /// Limits that went over for the first time: tell the administrator.
     pub newly_full: Vec<Full>,
+    /// Limits whose episode ended in this decision: reported over before,
+    /// they have room again (or are no longer in the control file). Seen on
+    /// the first recipient after the room came, so a journal records the
+    /// end no earlier than it was observed; `count` and `room_at` are unset.
+    pub newly_free: Vec<Full>,
     /// Counters found damaged and started again.
     pub notes: Vec<String>,
 }
@@ -126,7 +131,9 @@ fn decide(
 
     let accept = full.iter().all(Vec::is_empty) || monitor;
     for ((t, c), full) in targets.iter().zip(&mut counters).zip(&full) {
-        result.newly_full.extend(notify_once(c, &t.limits, full));
+        let (newly_full, newly_free) = notify_once(c, &t.label, &t.limits, full);
+        result.newly_full.extend(newly_full);
+        result.newly_free.extend(newly_free);
         if accept {
             c.total = c.total.saturating_add(n);
             for w in &mut c.windows {
@@ -161,10 +168,27 @@ fn changes(targets: &[Target], counters: Vec<Counter>) -> Vec<Change> {
 /// Updates which of `limits` the counter has reported as full: an episode
 /// ends when its limit has room, and a limit that goes over starts one and is
 /// returned, to be reported once. Each item has its own flag, so two limits
-/// of one period (`1/1h,10/1h`) do not share one.
-fn notify_once(c: &mut Counter, limits: &Limits, full: &[Full]) -> Vec<Full> {
-    c.notified
-        .retain(|i| limits.items.contains(i) && full.iter().any(|f| f.item == *i));
+/// of one period (`1/1h,10/1h`) do not share one. Also returns the episodes
+/// that ended.
+fn notify_once(
+    c: &mut Counter,
+    label: &[u8],
+    limits: &Limits,
+    full: &[Full],
+) -> (Vec<Full>, Vec<Full>) {
+    let mut freed = Vec::new();
+    c.notified.retain(|i| {
+        let still = limits.items.contains(i) && full.iter().any(|f| f.item == *i);
+        if !still {
+            freed.push(Full {
+                label: label.to_vec(),
+                item: *i,
+                count: 0,
+                room_at: None,
+            });
+        }
+        still
+    });
     let mut newly = Vec::new();
     for f in full {
         if !c.notified.contains(&f.item) && c.notified.len() < MAX_NOTIFIED {
@@ -172,7 +196,7 @@ fn notify_once(c: &mut Counter, limits: &Limits, full: &[Full]) -> Vec<Full> {
             newly.push(f.clone());
         }
     }
-    newly
+    (newly, freed)
 }
 
 /// Gives back `n` recipients that `admit_n` accepted at `at` for `targets`,

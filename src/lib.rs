@@ -31,6 +31,7 @@ pub mod control;
 pub mod counted;
 pub mod counter;
 pub mod error;
+pub mod journal;
 pub mod limits;
 pub mod local;
 pub mod log;

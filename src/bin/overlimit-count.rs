@@ -15,7 +15,7 @@
 
 use overlimit::admit::{self, Target};
 use overlimit::client::{printable, Client};
-use overlimit::config::{installed_store, DEFAULT_CONTROL};
+use overlimit::config::{installed_store, DEFAULT_CONTROL, DEFAULT_DIR};
 use overlimit::error::Internal;
 use overlimit::local::deliverer::{Ended, Invocation};
 use overlimit::local::privilege::{self, Caller};
@@ -24,6 +24,7 @@ use overlimit::local::{
     address, deliverer, identity, memory_file, message, read_message, refusal, syslog,
 };
 use overlimit::local::{PERMFAIL, TEMPFAIL};
+use overlimit::journal;
 use overlimit::log;
 use overlimit::lookup;
 use overlimit::store::LOCK_WAIT;
@@ -291,6 +292,7 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
     for note in &result.notes {
         log::line(NAME, note);
     }
+    journal::record(Path::new(DEFAULT_DIR), &result, at.secs(), |m| log::line(NAME, m));
     if result.accepted() {
         return Ok(Counted::Yes { targets, at });
     }

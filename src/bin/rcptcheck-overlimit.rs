@@ -19,6 +19,7 @@ use overlimit::admit::{self, Full};
 use overlimit::client::{printable, shown, Client};
 use overlimit::config::Config;
 use overlimit::error::Internal;
+use overlimit::journal;
 use overlimit::log;
 use overlimit::lookup;
 use overlimit::process::{self, ExitOnOom};
@@ -181,6 +182,7 @@ fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
     for n in &result.notes {
         log::line(NAME, n);
     }
+    journal::record(&config.dir, &result, now.secs(), |m| log::line(NAME, m));
     if result.accepted() {
         return Ok(GO_ON);
     }

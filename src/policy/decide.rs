@@ -124,6 +124,7 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
     for n in &result.notes {
         logger.line(n);
     }
+    crate::journal::record(&config.dir, &result, now.secs(), |m| logger.line(m));
     if result.accepted() {
         return Ok(DUNNO.to_string());
     }

@@ -1,0 +1,204 @@
+//! The history journal: one line of JSON per episode edge (a limit of a
+//! counter goes over; it has room again), so "who was refused last week, for
+//! which limit, how often" outlives the sweep, which zeroes the tallies.
+//!
+//! It lives in the counter directory as `.journal` (a dot name, so the sweep,
+//! `status` and the directory listing never take it for a counter) and is
+//! written only on a transition, by one `O_APPEND` write of whole lines: the
+//! plug-in pays nothing on the recipients in between. Past `CAP` bytes the
+//! writer that notices renames it to `.journal.1`, replacing the older one,
+//! so the two files together hold at most about twice `CAP`.
+
+use crate::admit::{Admission, Full};
+use crate::client::shown;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The journal's file name in the counter directory.
+pub const NAME: &str = ".journal";
+/// Size at which the journal is rotated to `NAME.1`.
+pub const CAP: u64 = 1 << 20;
+
+/// What happened to one limit of one counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: u64,
+    /// `over`, `free`, `block` or `unblock`.
+    pub event: String,
+    /// The counter's client or `@domain`, as `shown` prints it.
+    pub client: String,
+    /// The limit (`10/1h`), or for a block the reason.
+    pub limit: String,
+    /// Recipients counted against the limit when it went over.
+    pub count: u64,
+}
+
+impl Event {
+    fn of(at: u64, event: &str, f: &Full) -> Event {
+        Event {
+            at,
+            event: event.to_string(),
+            client: shown(&f.label),
+            limit: f.item.to_string(),
+            count: f.count,
+        }
+    }
+
+    /// The journal line, newline included.
+    pub fn to_line(&self) -> String {
+        format!(
+            "{{\"at\":{},\"event\":{},\"client\":{},\"limit\":{},\"count\":{}}}\n",
+            self.at,
+            quoted(&self.event),
+            quoted(&self.client),
+            quoted(&self.limit),
+            self.count
+        )
+    }
+
+    /// Reads a line `to_line` wrote; `None` for anything else.
+    pub fn parse(line: &str) -> Option<Event> {
+        let mut rest = line.trim_end().strip_prefix('{')?.strip_suffix('}')?;
+        let mut e = Event {
+            at: 0,
+            event: String::new(),
+            client: String::new(),
+            limit: String::new(),
+            count: 0,
+        };
+        let mut seen = 0;
+        while !rest.is_empty() {
+            let (key, after) = string(rest)?;
+            let after = after.strip_prefix(':')?;
+            let (value, after) = match after.strip_prefix('"') {
+                Some(_) => string(after)?,
+                None => {
+                    let end = after.find(',').unwrap_or(after.len());
+                    (after[..end].to_string(), &after[end..])
+                }
+            };
+            match key.as_str() {
+                "at" => e.at = value.parse().ok()?,
+                "count" => e.count = value.parse().ok()?,
+                "event" => e.event = value,
+                "client" => e.client = value,
+                "limit" => e.limit = value,
+                _ => {}
+            }
+            seen += 1;
+            rest = after.strip_prefix(',').unwrap_or(after);
+            if !after.is_empty() && !after.starts_with(',') {
+                return None;
+            }
+        }
+        (seen >= 5 && !e.event.is_empty()).then_some(e)
+    }
+}
+
+/// A JSON string of text `shown` made (no backslash or control character is
+/// left in it): only quotes need escaping.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\\\""))
+}
+
+/// Reads one quoted string at the start of `text`: its value and the rest.
+fn string(text: &str) -> Option<(String, &str)> {
+    let body = text.strip_prefix('"')?;
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &body[i + 1..])),
+            '\\' => value.push(chars.next()?.1),
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// The journal of counter directory `dir`, and its rotated older file.
+pub fn paths(dir: &Path) -> [PathBuf; 2] {
+    [dir.join(format!("{NAME}.1")), dir.join(NAME)]
+}
+
+/// The episode edges of one decision at `at` (Unix seconds): the limits that
+/// went over and those that have room again.
+pub fn events_of(result: &Admission, at: u64) -> Vec<Event> {
+    let over = result.newly_full.iter().map(|f| Event::of(at, "over", f));
+    let free = result.newly_free.iter().map(|f| Event::of(at, "free", f));
+    over.chain(free).collect()
+}
+
+/// Appends `events` to the journal in `dir` in one write, rotating it first
+/// if it has grown past `CAP`. Nothing to write costs nothing. The journal is
+/// a record, never the decision: an error is returned for the caller to log.
+pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let text: String = events.iter().map(Event::to_line).collect();
+    let [older, path] = paths(dir);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o660)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)?;
+    if file.metadata()?.len() >= CAP {
+        // This open descriptor still names the full file, so the lines
+        // written below land in `.journal.1`; the next writer starts afresh.
+        std::fs::rename(&path, &older)?;
+    }
+    file.write_all(text.as_bytes())
+}
+
+/// Records one decision's episode edges, logging a failure under `program`.
+pub fn record(dir: &Path, result: &Admission, at: u64, log: impl FnOnce(&str)) {
+    if let Err(e) = append(dir, &events_of(result, at)) {
+        log(&format!("{}: {e}", dir.join(NAME).display()));
+    }
+}
+
+/// Every event in the rotated file and the journal, oldest first, and the
+/// number of lines that were not events (shown, never fatal).
+pub fn read_all(files: &[PathBuf]) -> std::io::Result<(Vec<Event>, usize)> {
+    let mut events = Vec::new();
+    let mut bad = 0;
+    for f in files {
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", f.display()))),
+        };
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            match Event::parse(line) {
+                Some(e) => events.push(e),
+                None if line.is_empty() => {}
+                None => bad += 1,
+            }
+        }
+    }
+    events.sort_by_key(|e| e.at);
+    Ok((events, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Event;
+
+    #[test]
+    fn lines_read_back() {
+        let e = Event {
+            at: 1_700_000_000,
+            event: "over".into(),
+            client: "we\"b1@example.com\\x0a".into(),
+            limit: "10/1h".into(),
+            count: 10,
+        };
+        assert_eq!(Event::parse(&e.to_line()), Some(e));
+        assert_eq!(Event::parse("{\"at\":1}"), None);
+        assert_eq!(Event::parse("garbage"), None);
+    }
+}
