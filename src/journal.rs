@@ -97,10 +97,11 @@ impl Event {
     }
 }
 
-/// A JSON string of text `shown` made (no backslash or control character is
-/// left in it): only quotes need escaping.
+/// A JSON string of text `shown` made (no control character is left in
+/// it): quotes and backslashes escaped.
 fn quoted(text: &str) -> String {
-    format!("\"{}\"", text.replace('"', "\\\""))
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
 }
 
 /// Reads one quoted string at the start of `text`: its value and the rest.
@@ -170,7 +171,12 @@ pub fn read_all(files: &[PathBuf]) -> std::io::Result<(Vec<Event>, usize)> {
         let bytes = match std::fs::read(f) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", f.display()))),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", f.display()),
+                ))
+            }
         };
         for line in String::from_utf8_lossy(&bytes).lines() {
             match Event::parse(line) {
@@ -184,9 +190,43 @@ pub fn read_all(files: &[PathBuf]) -> std::io::Result<(Vec<Event>, usize)> {
     Ok((events, bad))
 }
 
+/// Unix seconds as an administrator reads them: `2026-12-01 23:10:18Z`.
+pub fn utc(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date, counting in 400-year eras
+    // from 0000-03-01 so the leap day ends each year.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rest / 3_600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Event;
+    use super::{utc, Event};
+
+    #[test]
+    fn times_read_as_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
+        assert_eq!(utc(1_796_166_618), "2026-12-01 23:10:18Z");
+    }
 
     #[test]
     fn lines_read_back() {

@@ -145,6 +145,12 @@ fn parse_item(part: &[u8]) -> Result<Item, LimitError> {
     Ok(Item { max, period })
 }
 
+/// A duration written as a period is (`7d`, `90m`), in seconds, for the
+/// administrator's flags (`history --since`, `block --for`).
+pub fn parse_duration(text: &[u8]) -> Option<u32> {
+    parse_period(text).ok()
+}
+
 enum PeriodError {
     Unit,
     Value,

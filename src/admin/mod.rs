@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod compile;
+pub mod history;
 pub mod metrics;
 pub mod reset;
 pub mod status;

@@ -17,6 +17,7 @@ use overlimit::admit::{self, Target};
 use overlimit::client::{printable, Client};
 use overlimit::config::{installed_store, DEFAULT_CONTROL, DEFAULT_DIR};
 use overlimit::error::Internal;
+use overlimit::journal;
 use overlimit::local::deliverer::{Ended, Invocation};
 use overlimit::local::privilege::{self, Caller};
 use overlimit::local::senders::{self, DEFAULT_SENDERS};
@@ -24,7 +25,6 @@ use overlimit::local::{
     address, deliverer, identity, memory_file, message, read_message, refusal, syslog,
 };
 use overlimit::local::{PERMFAIL, TEMPFAIL};
-use overlimit::journal;
 use overlimit::log;
 use overlimit::lookup;
 use overlimit::store::LOCK_WAIT;
@@ -292,7 +292,9 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
     for note in &result.notes {
         log::line(NAME, note);
     }
-    journal::record(Path::new(DEFAULT_DIR), &result, at.secs(), |m| log::line(NAME, m));
+    journal::record(Path::new(DEFAULT_DIR), &result, at.secs(), |m| {
+        log::line(NAME, m)
+    });
     if result.accepted() {
         return Ok(Counted::Yes { targets, at });
     }

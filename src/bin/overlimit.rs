@@ -2,7 +2,7 @@
 //! `src/admin/` with its usage text. Arguments are read as bytes
 //! (`args_os`): a name need not be UTF-8, and no input ends in a panic.
 
-use overlimit::admin::{check, compile, exit, metrics, reset, status, Args};
+use overlimit::admin::{check, compile, exit, history, metrics, reset, status, Args};
 use overlimit::client::shown;
 use overlimit::config::Config;
 use std::ffi::OsString;
@@ -18,6 +18,8 @@ commands:
   status [--json] [NAME...]    show counters, over-limit ones first
   metrics [--top N] [--output FILE]
                                the counters in Prometheus' text format
+  history [--since 7d] [--json] [NAME...]
+                               episodes over a limit, from the journal
   reset NAME...                free clients (remove their counters); NAME
                                may be *@domain or an address range
 
@@ -54,6 +56,7 @@ fn run(args: &[OsString]) -> i32 {
         b"status" => status::USAGE,
         b"reset" => reset::USAGE,
         b"metrics" => metrics::USAGE,
+        b"history" => history::USAGE,
         other => {
             eprintln!("overlimit: unknown command {}\n{USAGE}", shown(other));
             return exit::TROUBLE;
@@ -73,6 +76,7 @@ fn run(args: &[OsString]) -> i32 {
     };
     match command.as_bytes() {
         b"status" => store().map_or_else(|c| c, |mut s| status::run(&config.control, &mut s, rest)),
+        b"history" => history::run(&config.dir, rest),
         b"reset" => store().map_or_else(|c| c, |mut s| reset::run(&mut s, rest)),
         b"metrics" => {
             store().map_or_else(|c| c, |mut s| metrics::run(&config.control, &mut s, rest))

@@ -1,0 +1,178 @@
+//! Pins issue 13's history: the real plug-in appends one JSON line to
+//! OVERLIMITDIR/.journal when a limit goes over and one when it has room
+//! again, nothing in between; the journal is never read as a counter; it is
+//! rotated to .journal.1 at its size cap; `overlimit history` pairs the lines
+//! into episodes, filters by client and `--since`, and prints JSON.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const GO_ON: i32 = 112;
+const OVER: i32 = 113;
+
+fn journal(s: &Sandbox) -> Vec<String> {
+    let text = std::fs::read_to_string(s.dir().join(".journal")).unwrap_or_default();
+    text.lines().map(str::to_string).collect()
+}
+
+/// Sends recipients for `user` until one is refused (at most `max`).
+fn send_until_refused(s: &Sandbox, user: &str, max: usize) {
+    for _ in 0..max {
+        if s.user(user).code() == OVER {
+            return;
+        }
+    }
+    panic!("{user} was never refused");
+}
+
+/// Sends for `user` until accepted again, at most `within`.
+fn send_until_accepted(s: &Sandbox, user: &str, within: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if s.user(user).code() == GO_ON {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{user} never had room again");
+}
+
+#[test]
+fn an_episode_is_two_journal_lines_and_one_history_entry() {
+    let s = Sandbox::with_limits("a@example.com:2/2s\nb@example.com:5\n");
+    assert_eq!(s.user("b@example.com").code(), GO_ON);
+    send_until_refused(&s, "a@example.com", 3);
+    // More refusals in the same episode write nothing more.
+    assert_eq!(s.user("a@example.com").code(), OVER);
+    let lines = journal(&s);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("\"event\":\"over\""), "{lines:?}");
+    assert!(
+        lines[0].contains("\"client\":\"a@example.com\""),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("\"limit\":\"2/2s\""), "{lines:?}");
+    assert!(lines[0].contains("\"count\":2"), "{lines:?}");
+
+    send_until_accepted(&s, "a@example.com", Duration::from_secs(10));
+    let lines = journal(&s);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[1].contains("\"event\":\"free\""), "{lines:?}");
+
+    let o = s.admin(&["history"]).run();
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
+    assert!(
+        o.stdout.starts_with("a@example.com 2/2s: 1 episode, "),
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("2 counted"), "{o:?}");
+    assert!(!o.stdout.contains("b@example.com"), "{o:?}");
+
+    let o = s.admin(&["history", "--json", "a@example.com"]).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let json = o.stdout.trim();
+    assert!(
+        json.starts_with("[{\"client\":\"a@example.com\",\"limit\":\"2/2s\""),
+        "{o:?}"
+    );
+    let over = json_number(json, "over");
+    let free = json_number(json, "free");
+    assert!(free >= over && free - over <= 12, "{o:?}");
+
+    let o = s.admin(&["history", "--json", "b@example.com"]).run();
+    assert_eq!(o.stdout.trim(), "[]", "{o:?}");
+}
+
+#[test]
+fn a_second_episode_counts_twice_and_since_filters_by_end() {
+    let s = Sandbox::with_limits("a@example.com:1/1s\n");
+    for _ in 0..2 {
+        send_until_refused(&s, "a@example.com", 2);
+        send_until_accepted(&s, "a@example.com", Duration::from_secs(10));
+    }
+    let o = s.admin(&["history", "--since", "1h"]).run();
+    assert!(
+        o.stdout.starts_with("a@example.com 1/1s: 2 episodes"),
+        "{o:?}"
+    );
+    // An old episode, ended long ago, is outside --since 1d but listed without.
+    let old = "{\"at\":1000,\"event\":\"over\",\"client\":\"old@example.com\",\"limit\":\"3\",\"count\":3}\n\
+               {\"at\":2000,\"event\":\"free\",\"client\":\"old@example.com\",\"limit\":\"3\",\"count\":0}\n";
+    std::fs::write(s.dir().join(".journal.1"), old).unwrap();
+    let o = s.admin(&["history", "--since", "1d"]).run();
+    assert!(!o.stdout.contains("old@example.com"), "{o:?}");
+    let o = s.admin(&["history", "old@example.com"]).run();
+    assert!(
+        o.stdout
+            .contains("old@example.com 3: 1 episode, 16m40s over in all"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout
+            .contains("1970-01-01 00:16:40Z to 1970-01-01 00:33:20Z"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn the_journal_is_never_taken_for_a_counter() {
+    let s = Sandbox::with_limits("a@example.com:1\n");
+    send_until_refused(&s, "a@example.com", 2);
+    assert!(s.counter_files().contains(&".journal".to_string()));
+    let o = s.admin(&["status", "--json"]).run();
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
+    assert!(!o.stdout.contains("journal"), "{o:?}");
+    let o = s.sweep(&[]).run();
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
+    assert_eq!(journal(&s).len(), 1, "the sweep leaves the journal alone");
+    let o = s.admin(&["check"]).run();
+    assert!(!o.stderr.contains("journal"), "{o:?}");
+}
+
+#[test]
+fn the_journal_rotates_once_at_its_cap() {
+    let s = Sandbox::with_limits("a@example.com:1\n");
+    let line = "{\"at\":1000,\"event\":\"over\",\"client\":\"filler@example.com\",\"limit\":\"3\",\"count\":3}\n";
+    let filler = line.repeat((1 << 20) / line.len() + 1);
+    std::fs::write(s.dir().join(".journal"), &filler).unwrap();
+    std::fs::write(s.dir().join(".journal.1"), "to be replaced\n").unwrap();
+    send_until_refused(&s, "a@example.com", 2);
+    let older = std::fs::read_to_string(s.dir().join(".journal.1")).unwrap();
+    assert!(
+        older.starts_with(&filler),
+        "the full journal became .journal.1"
+    );
+    assert!(!older.contains("to be replaced"));
+    // The line that noticed the cap went to the file it had open.
+    assert!(
+        older.ends_with("\"count\":1}\n"),
+        "{}",
+        &older[older.len() - 200..]
+    );
+    // Both files together stay bounded; the next episode starts a new one.
+    assert!(!s.dir().join(".journal").exists() || journal(&s).is_empty());
+    let o = s.admin(&["history", "a@example.com"]).run();
+    assert!(o.stdout.starts_with("a@example.com 1: 1 episode"), "{o:?}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_answer() {
+    let s = Sandbox::with_limits("a@example.com:1\n");
+    let o = s.admin(&["history", "--since", "soon"]).run();
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("--since soon: not a duration"), "{o:?}");
+    let o = s.admin(&["history", "--bogus"]).run();
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("unknown flag --bogus"), "{o:?}");
+    std::fs::write(s.dir().join(".journal"), "not json\n\u{0}\u{1}\n").unwrap();
+    let o = s.admin(&["history"]).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(
+        o.stderr.contains("2 journal lines were not events"),
+        "{o:?}"
+    );
+    assert_eq!(o.stdout.trim(), "no episodes recorded", "{o:?}");
+    let o = s.admin(&["history", "--help"]).run();
+    assert!(o.stdout.contains("usage: overlimit history"), "{o:?}");
+}
