@@ -132,6 +132,12 @@ pub fn events_of(result: &Admission, at: u64) -> Vec<Event> {
     over.chain(free).collect()
 }
 
+/// `free` events for limits whose episode ended outside a decision (the
+/// sweep's reset, `overlimit reset`).
+pub fn freed(ended: &[Full], at: u64) -> Vec<Event> {
+    ended.iter().map(|f| Event::of(at, "free", f)).collect()
+}
+
 /// Appends `events` to the journal in `dir` in one write, rotating it first
 /// if it has grown past `CAP`. Nothing to write costs nothing. The journal is
 /// a record, never the decision: an error is returned for the caller to log.

@@ -98,9 +98,22 @@ pub fn sweep_one(
     keep: Option<&HashMap<Vec<u8>, Option<u64>>>,
     now: crate::time::Time,
 ) -> Result<Swept, Internal> {
+    sweep_one_ending(store, file, keep, now, &mut Vec::new())
+}
+
+/// `sweep_one`, adding to `ended` the limits whose episode the sweep ends
+/// (a classic limit reset, or every limit of a counter removed), for the
+/// journal.
+pub fn sweep_one_ending(
+    store: &mut Store,
+    file: &str,
+    keep: Option<&HashMap<Vec<u8>, Option<u64>>>,
+    now: crate::time::Time,
+    ended: &mut Vec<crate::admit::Full>,
+) -> Result<Swept, Internal> {
     let place = store.place(file);
     let deadline = Instant::now() + ADMIN_LOCK_WAIT;
-    store.update(
+    let (swept, freed) = store.update(
         &[file.to_string()],
         Open::Existing,
         deadline,
@@ -113,12 +126,30 @@ pub fn sweep_one(
                         why: "not a counter; left alone",
                     })
                 }
-                _ => return Ok((Swept::Skipped, vec![Change::Keep])),
+                _ => return Ok(((Swept::Skipped, Vec::new()), vec![Change::Keep])),
             };
+            let (label, notified) = (label(file, &c), c.notified.clone());
             let (swept, change) = sweep_counter(file, c, keep, now);
-            Ok((swept, vec![change]))
+            let still: &[crate::limits::Item] = match &change {
+                Change::Set(c, _) => &c.notified,
+                Change::Keep => &notified,
+                Change::Delete => &[],
+            };
+            let freed: Vec<crate::admit::Full> = notified
+                .iter()
+                .filter(|i| !still.contains(i))
+                .map(|&item| crate::admit::Full {
+                    label: label.clone(),
+                    item,
+                    count: 0,
+                    room_at: None,
+                })
+                .collect();
+            Ok(((swept, freed), vec![change]))
         },
-    )
+    )?;
+    ended.extend(freed);
+    Ok(swept)
 }
 
 /// What the sweep makes of one counter.

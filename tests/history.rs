@@ -116,18 +116,27 @@ fn a_second_episode_counts_twice_and_since_filters_by_end() {
 }
 
 #[test]
-fn the_journal_is_never_taken_for_a_counter() {
+fn the_journal_is_never_taken_for_a_counter_and_the_sweep_ends_classic_episodes() {
     let s = Sandbox::with_limits("a@example.com:1\n");
     send_until_refused(&s, "a@example.com", 2);
-    assert!(s.counter_files().contains(&".journal".to_string()));
+    assert!(s.dir().join(".journal").exists());
+    assert_eq!(s.counter_files(), ["a@example.com"]);
     let o = s.admin(&["status", "--json"]).run();
     assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
     assert!(!o.stdout.contains("journal"), "{o:?}");
-    let o = s.sweep(&[]).run();
-    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
-    assert_eq!(journal(&s).len(), 1, "the sweep leaves the journal alone");
     let o = s.admin(&["check"]).run();
     assert!(!o.stderr.contains("journal"), "{o:?}");
+    let o = s.sweep(&[]).run();
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
+    // The sweep's reset of the classic count ends the episode, and says so.
+    let lines = journal(&s);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[1].contains("\"event\":\"free\",\"client\":\"a@example.com\",\"limit\":\"1\""),
+        "{lines:?}"
+    );
+    assert_eq!(s.user("a@example.com").code(), GO_ON);
+    assert_eq!(journal(&s).len(), 2, "no line while there is room");
 }
 
 #[test]

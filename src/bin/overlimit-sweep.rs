@@ -6,7 +6,7 @@
 use overlimit::admin::{exit, Args};
 use overlimit::client::shown;
 use overlimit::config::Config;
-use overlimit::sweep::{classic_limits, sweep_one, Swept};
+use overlimit::sweep::{classic_limits, sweep_one_ending, Swept};
 use std::ffi::OsString;
 use std::time::Instant;
 
@@ -85,8 +85,9 @@ fn run(config: &Config, keep: bool) -> i32 {
     };
     let now = overlimit::time::Time::now();
     let mut code = exit::OK;
+    let mut ended = Vec::new();
     for file in files {
-        match sweep_one(&mut store, &file, limits.as_ref(), now) {
+        match sweep_one_ending(&mut store, &file, limits.as_ref(), now, &mut ended) {
             Ok(Swept::Kept {
                 client,
                 count,
@@ -101,6 +102,14 @@ fn run(config: &Config, keep: bool) -> i32 {
                 code = exit::TROUBLE;
             }
         }
+    }
+    let events = overlimit::journal::freed(&ended, now.secs());
+    if let Err(e) = overlimit::journal::append(&config.dir, &events) {
+        eprintln!(
+            "overlimit-sweep: {}: {e}",
+            config.dir.join(overlimit::journal::NAME).display()
+        );
+        code = exit::TROUBLE;
     }
     code
 }

@@ -78,11 +78,13 @@ impl Sandbox {
         std::fs::read(self.dir().join(file)).ok()
     }
 
-    /// The names in the counter directory, sorted.
+    /// The counter files in the counter directory, sorted: every name but
+    /// dot files (the journal).
     pub fn counter_files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         v.sort();
         v
