@@ -8,7 +8,7 @@
 //! counters are files under `flock` or keys in a Redis transaction.
 
 use crate::backend::{Change, Expiry, Found, Open, Store};
-use crate::counter::{Counter, MAX_NOTIFIED};
+use crate::counter::{Block, Counter, MAX_NOTIFIED};
 use crate::error::Internal;
 use crate::limits::{Item, Limits};
 use crate::time::Time;
@@ -36,8 +36,18 @@ pub struct Full {
     pub room_at: Option<Time>,
 }
 
+/// A counter the administrator blocked (`overlimit block`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub label: Vec<u8>,
+    pub block: Block,
+}
+
 #[derive(Debug, Default)]
 pub struct Admission {
+    /// The first counter that applies and is blocked: refused whatever the
+    /// limits say, in monitor mode too (the administrator asked by name).
+    pub blocked: Option<Blocked>,
     /// Every limit without room; empty when the recipient was accepted.
     pub full: Vec<Full>,
     /// Limits that went over for the first time: tell the administrator.
@@ -53,7 +63,7 @@ pub struct Admission {
 
 impl Admission {
     pub fn accepted(&self) -> bool {
-        self.full.is_empty()
+        self.full.is_empty() && self.blocked.is_none()
     }
 
     /// When every full limit has room again; see `room_at`.
@@ -125,11 +135,20 @@ fn decide(
         };
         c.client.clone_from(&t.label);
         c.keep_windows(&t.limits.periods(), now);
+        if c.block.as_ref().is_some_and(|b| !b.holds(now.secs())) {
+            c.block = None;
+        }
+        if let (None, Some(block)) = (&result.blocked, &c.block) {
+            result.blocked = Some(Blocked {
+                label: t.label.clone(),
+                block: block.clone(),
+            });
+        }
         full.push(full_for(&t.label, &t.limits, &c, n));
         counters.push(c);
     }
 
-    let accept = full.iter().all(Vec::is_empty) || monitor;
+    let accept = result.blocked.is_none() && (full.iter().all(Vec::is_empty) || monitor);
     for ((t, c), full) in targets.iter().zip(&mut counters).zip(&full) {
         let (newly_full, newly_free) = notify_once(c, &t.label, &t.limits, full);
         result.newly_full.extend(newly_full);
@@ -156,12 +175,19 @@ fn files_of(targets: &[Target]) -> Vec<String> {
     targets.iter().map(|t| t.file.clone()).collect()
 }
 
-/// Every counter written back, each to expire as its limits say.
+/// Every counter written back, each to expire as its limits say; a blocked
+/// one only by the sweep, which keeps it until the block ends.
 fn changes(targets: &[Target], counters: Vec<Counter>) -> Vec<Change> {
     targets
         .iter()
         .zip(counters)
-        .map(|(t, c)| Change::Set(c, Expiry::for_limits(&t.limits)))
+        .map(|(t, c)| {
+            let expiry = match c.block {
+                Some(_) => Expiry::Never,
+                None => Expiry::for_limits(&t.limits),
+            };
+            Change::Set(c, expiry)
+        })
         .collect()
 }
 

@@ -13,6 +13,8 @@
 //! total 42
 //! refused 3 1700000000          (refused attempts, when the last was: seconds)
 //! notified 1/3600 1000          (the limits whose going over was reported)
+//! blocked 1700086400 hacked     (optional: `overlimit block`, until when in
+//!                                seconds, 0 for no end; the reason)
 //! window 3600 28333333 4 0 7    (period in s, index of the first bucket, counts)
 //! end 1a2b3c4d
 //! ```
@@ -49,7 +51,28 @@ pub struct Counter {
     /// The limits the administrator was told this counter went over, each
     /// until it has room again: one notification per limit and episode.
     pub notified: Vec<Item>,
+    /// `overlimit block`: refused whatever the limits say, until it ends.
+    pub block: Option<Block>,
     pub windows: Vec<Window>,
+}
+
+/// The administrator's stop on one counter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Block {
+    /// Unix seconds at which it ends by itself; 0: only `overlimit unblock`.
+    pub until: u64,
+    /// Why, as the administrator wrote it (printable, at most `REASON_LIMIT`).
+    pub reason: String,
+}
+
+/// A block's reason is cut to this many bytes: it goes into a reply line.
+pub const REASON_LIMIT: usize = 200;
+
+impl Block {
+    /// Whether it still holds at `now` (Unix seconds).
+    pub fn holds(&self, now: u64) -> bool {
+        self.until == 0 || now < self.until
+    }
 }
 
 impl Counter {
@@ -83,7 +106,10 @@ impl Counter {
 
     /// True when nothing is left to remember.
     pub fn is_empty(&self) -> bool {
-        self.total == 0 && self.refused == 0 && self.windows.iter().all(|w| w.counts.is_empty())
+        self.total == 0
+            && self.refused == 0
+            && self.block.is_none()
+            && self.windows.iter().all(|w| w.counts.is_empty())
     }
 
     /// Reads a counter file's bytes; `size` is the file's length, which may
@@ -116,6 +142,9 @@ impl Counter {
             };
         }
         t.push('\n');
+        if let Some(b) = &self.block {
+            let _ = writeln!(t, "blocked {} {}", b.until, printable(b.reason.as_bytes()));
+        }
         for w in &self.windows {
             let _ = write!(t, "window {} {}", w.period, w.first);
             for c in &w.counts {
@@ -146,7 +175,7 @@ fn parse_text(bytes: &[u8]) -> Option<Counter> {
     {
         return None;
     }
-    let mut lines = body.lines();
+    let mut lines = body.lines().peekable();
     let version = match lines.next()? {
         "overlimit 1" => 1,
         "overlimit 2" => 2,
@@ -175,6 +204,14 @@ fn parse_text(bytes: &[u8]) -> Option<Counter> {
         // Version 1 had one flag per period, which is how two limits of one
         // period came to share it; at worst one more notification.
         flag(notified.strip_prefix(' ')?)?;
+    }
+    if let Some(block) = lines.next_if(|l| l.starts_with("blocked ")) {
+        let (until, reason) = block["blocked ".len()..].split_once(' ')?;
+        let reason = String::from_utf8(unescape(reason)?).ok()?;
+        c.block = Some(Block {
+            until: number(until)?,
+            reason,
+        });
     }
     for line in lines {
         let mut f = line.strip_prefix("window ")?.split(' ');
@@ -301,6 +338,26 @@ mod tests {
         let mut text = c.to_text();
         assert_eq!(Counter::parse(&text, text.len() as u64), Some(c.clone()));
         text.extend_from_slice(b"XXXX garbage left by a kill before truncate");
+        assert_eq!(Counter::parse(&text, text.len() as u64), Some(c));
+    }
+
+    #[test]
+    fn a_block_round_trips_and_files_without_one_still_read() {
+        let mut c = Counter {
+            client: b"web1@example.com".to_vec(),
+            block: Some(Block {
+                until: 1_700_086_400,
+                reason: "hacked \\ \"site\" j\u{fc}rgen".into(),
+            }),
+            ..Counter::default()
+        };
+        c.window_mut(60).add(Time::from_secs(1_700_000_000), 1);
+        let text = c.to_text();
+        assert!(String::from_utf8_lossy(&text).contains("\nblocked 1700086400 hacked "));
+        assert_eq!(Counter::parse(&text, text.len() as u64), Some(c.clone()));
+        c.block = None;
+        let text = c.to_text();
+        assert!(!String::from_utf8_lossy(&text).contains("blocked"));
         assert_eq!(Counter::parse(&text, text.len() as u64), Some(c));
     }
 

@@ -2,7 +2,7 @@
 //! that names the limit, the count and when room frees up, and the SMTP
 //! reply line the sender sees.
 
-use crate::admit::{Admission, Full};
+use crate::admit::{Admission, Blocked, Full};
 use crate::client::printable;
 use crate::limits::format_period;
 use crate::log::duration;
@@ -51,15 +51,30 @@ pub fn limit(client: &[u8], f: &Full, now: Time, asked: u64) -> String {
     )
 }
 
-/// Every full limit of a refusal, joined: what a log line says after the
-/// client's name.
+/// `blocked by the administrator until 2026-12-02 10:00:00Z: REASON`, with
+/// the counter's name first when it is not the client's own.
+pub fn blocked(client: &[u8], b: &Blocked) -> String {
+    let whose = if b.label == client {
+        String::new()
+    } else {
+        format!("{} ", printable(&b.label))
+    };
+    let until = match b.block.until {
+        0 => "until unblocked".to_string(),
+        t => format!("until {}", crate::journal::utc(t)),
+    };
+    format!(
+        "{whose}blocked by the administrator {until}: {}",
+        b.block.reason
+    )
+}
+
+/// The block, then every full limit of a refusal, joined: what a log line
+/// says after the client's name.
 pub fn limits(client: &[u8], result: &Admission, now: Time, asked: u64) -> String {
-    let all: Vec<String> = result
-        .full
-        .iter()
-        .map(|f| limit(client, f, now, asked))
-        .collect();
-    all.join("; ")
+    let block = result.blocked.iter().map(|b| blocked(client, b));
+    let full = result.full.iter().map(|f| limit(client, f, now, asked));
+    block.chain(full).collect::<Vec<String>>().join("; ")
 }
 
 /// The plug-in's log line: `refused web1@x: limit 100/1h reached (100
@@ -99,6 +114,14 @@ pub fn reply(code: u16, client: &[u8], result: &Admission, now: Time) -> Option<
 /// does not think their own account was cut off. It never tells the count.
 /// `None` without a full limit.
 pub fn text(client: &[u8], result: &Admission, now: Time) -> Option<String> {
+    if let Some(b) = &result.blocked {
+        let text = blocked(client, b);
+        let mut first = text.chars();
+        return Some(match first.next() {
+            Some(c) => format!("{}{}", c.to_uppercase(), first.as_str()),
+            None => text,
+        });
+    }
     let f = result.full.first()?;
     let when = match result.room_at() {
         Some(t) => format!("try again in {}", wait(now, t)),

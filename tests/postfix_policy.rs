@@ -40,9 +40,11 @@ fn counted(pf: &Postfix, client: &str) -> Option<u64> {
 
 /// The files in the counter directory, sorted.
 fn counter_files(pf: &Postfix) -> Vec<String> {
+    // Dot files are not counters (the history journal).
     let mut v: Vec<String> = std::fs::read_dir(pf.counters())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
         .collect();
     v.sort();
     v
@@ -119,6 +121,12 @@ fn spawned_from_master_cf_it_defers_a_login_after_its_limit_and_counts_only_rela
     );
     assert_eq!(counted(&pf, "alice@example.com"), Some(3));
     assert_eq!(counter_files(&pf), ["alice@example.com"]);
+    // The policy service, as Postfix's account, journals the episode.
+    let journal = std::fs::read_to_string(pf.counters().join(".journal")).unwrap_or_default();
+    assert!(
+        journal.contains("\"event\":\"over\",\"client\":\"alice@example.com\""),
+        "{journal}"
+    );
 
     // One name, one limit: bob sends through qmail's plug-in on a host that
     // shares this control file and counter directory, then through Postfix.

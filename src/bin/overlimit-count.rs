@@ -300,7 +300,7 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
     }
     let name = printable(&who.client.name());
     let own = who.client.name();
-    let full = refusal::describe(&result.full, &own, who.shared, n, at, false);
+    let full = refusal::describe(&result, &own, who.shared, n, at, false);
     syslog(
         IDENT,
         libc::LOG_WARNING,
@@ -312,7 +312,7 @@ fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
         code,
         format!(
             "refused {name}: {}",
-            refusal::describe(&result.full, &own, who.shared, n, at, true)
+            refusal::describe(&result, &own, who.shared, n, at, true)
         ),
     ))
 }

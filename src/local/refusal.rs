@@ -4,7 +4,7 @@
 //! was mapped to or asked for) is named without its count or its limit, so a
 //! site cannot watch another's sending.
 
-use crate::admit::Full;
+use crate::admit::{Admission, Full};
 use crate::client::printable;
 use crate::time::Time;
 
@@ -12,23 +12,26 @@ use crate::time::Time;
 /// `shared` says that counter may be another's too. What the administrator
 /// reads is the engine's one wording (`refusal::limit`).
 pub fn describe(
-    full: &[Full],
+    result: &Admission,
     own: &[u8],
     shared: bool,
     n: u64,
     now: Time,
     for_caller: bool,
 ) -> String {
-    let parts: Vec<String> = full
+    let block = result
+        .blocked
         .iter()
-        .map(|f| {
+        .map(|b| crate::refusal::blocked(own, b));
+    let parts: Vec<String> = block
+        .chain(result.full.iter().map(|f| {
             let other = f.label != own;
             if for_caller && (shared || other) {
                 hidden(f, n, other)
             } else {
                 crate::refusal::limit(own, f, now, n)
             }
-        })
+        }))
         .collect();
     parts.join("; ")
 }
