@@ -46,7 +46,7 @@ pub struct Blocked {
 #[derive(Debug, Default)]
 pub struct Admission {
     /// The first counter that applies and is blocked: refused whatever the
-    /// limits say, in monitor mode too (the administrator asked by name).
+    /// limits say (in monitor mode, like a full limit, only reported).
     pub blocked: Option<Blocked>,
     /// Every limit without room; empty when the recipient was accepted.
     pub full: Vec<Full>,
@@ -148,7 +148,7 @@ fn decide(
         counters.push(c);
     }
 
-    let accept = result.blocked.is_none() && (full.iter().all(Vec::is_empty) || monitor);
+    let accept = (result.blocked.is_none() && full.iter().all(Vec::is_empty)) || monitor;
     for ((t, c), full) in targets.iter().zip(&mut counters).zip(&full) {
         let (newly_full, newly_free) = notify_once(c, &t.label, &t.limits, full);
         result.newly_full.extend(newly_full);

@@ -4,6 +4,7 @@
 
 use crate::admit::{Admission, Blocked, Full};
 use crate::client::printable;
+use crate::counter::Block;
 use crate::limits::format_period;
 use crate::log::duration;
 use crate::time::Time;
@@ -59,14 +60,19 @@ pub fn blocked(client: &[u8], b: &Blocked) -> String {
     } else {
         format!("{} ", printable(&b.label))
     };
-    let until = match b.block.until {
-        0 => "until unblocked".to_string(),
-        t => format!("until {}", crate::journal::utc(t)),
-    };
     format!(
-        "{whose}blocked by the administrator {until}: {}",
+        "{whose}blocked by the administrator {}: {}",
+        until(&b.block),
         b.block.reason
     )
+}
+
+/// `until 2026-12-02 10:00:00Z`, or `until unblocked` for a block with no end.
+pub fn until(b: &Block) -> String {
+    match b.until {
+        0 => "until unblocked".to_string(),
+        t => format!("until {}", crate::journal::utc(t)),
+    }
 }
 
 /// The block, then every full limit of a refusal, joined: what a log line

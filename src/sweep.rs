@@ -179,6 +179,10 @@ fn sweep_counter(
     c.total = 0;
     c.refused = 0;
     c.notified.retain(|i| i.period.is_some());
+    // A block is kept until it ends; then it goes like any other count.
+    if c.block.as_ref().is_some_and(|b| !b.holds(now.secs())) {
+        c.block = None;
+    }
     let periods: Vec<u32> = c.windows.iter().map(|w| w.period).collect();
     c.keep_windows(&periods, now);
     if c.is_empty() {

@@ -2,6 +2,7 @@
 //! usage text and its `run`, and what they share: the exit codes, the
 //! command-line reading, the whole-file parse.
 
+pub mod block;
 pub mod check;
 pub mod compile;
 pub mod history;

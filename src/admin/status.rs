@@ -11,7 +11,7 @@ use crate::admit::{full_items, Full};
 use crate::backend::Store;
 use crate::client::{shown, unescape, Client};
 use crate::counted::Counted;
-use crate::counter::Counter;
+use crate::counter::{Block, Counter};
 use crate::error::Internal;
 use crate::limits::{format_period, Limits};
 use crate::lookup;
@@ -208,12 +208,14 @@ fn kind(c: &Counted) -> &'static str {
 /// `OVER 2/1h room in 12m` for the row's own limits, and `refused by
 /// @shop.example (4 until reset)` for each shared counter without room.
 fn state(r: &Row, now: crate::time::Time) -> String {
-    if r.refused_by.is_empty() {
+    let block =
+        holding(r, now).map(|b| format!("BLOCKED {}: {}", crate::refusal::until(b), b.reason));
+    if r.refused_by.is_empty() && block.is_none() {
         return "ok".into();
     }
     let when = |f: &Full| format!("{} {}", f.item, crate::refusal::room(now, f.room_at));
     let label = r.counted.label();
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = block.into_iter().collect();
     if !r.full.is_empty() {
         let own: Vec<String> = r.full.iter().map(when).collect();
         parts.push(format!("OVER {}", own.join(", ")));
@@ -222,6 +224,25 @@ fn state(r: &Row, now: crate::time::Time) -> String {
         parts.push(format!("refused by {} ({})", shown(&f.label), when(f)));
     }
     parts.join("; ")
+}
+
+/// The row's own block, if it still holds.
+fn holding(r: &Row, now: crate::time::Time) -> Option<&Block> {
+    r.counter.block.as_ref().filter(|b| b.holds(now.secs()))
+}
+
+/// `null`, or `{"until":SECONDS or null,"reason":TEXT}`.
+fn block_json(r: &Row, now: crate::time::Time) -> String {
+    holding(r, now).map_or("null".into(), |b| {
+        let until = match b.until {
+            0 => "null".to_string(),
+            t => t.to_string(),
+        };
+        format!(
+            "{{\"until\":{until},\"reason\":{}}}",
+            json_string(&b.reason)
+        )
+    })
 }
 
 fn windows(c: &Counter) -> Vec<(u32, u64)> {
@@ -296,7 +317,7 @@ fn print_json(rows: &[Row], now: crate::time::Time) {
                 .collect();
             let shared: Vec<String> = r.shared.iter().map(|s| json_string(&shown(s))).collect();
             format!(
-                "{{\"client\":{},\"kind\":\"{}\",\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"refused_by\":[{}],\"shared\":[{}],\"now\":{}}}",
+                "{{\"client\":{},\"kind\":\"{}\",\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"refused_by\":[{}],\"shared\":[{}],\"blocked\":{},\"now\":{}}}",
                 json_string(&shown(&r.counted.label())),
                 kind(&r.counted),
                 json_string(&r.limits.to_string()),
@@ -308,6 +329,7 @@ fn print_json(rows: &[Row], now: crate::time::Time) {
                 room_json(&r.refused_by),
                 refused_by.join(","),
                 shared.join(","),
+                block_json(r, now),
                 now.secs(),
             )
         })

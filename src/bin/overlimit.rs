@@ -2,7 +2,7 @@
 //! `src/admin/` with its usage text. Arguments are read as bytes
 //! (`args_os`): a name need not be UTF-8, and no input ends in a panic.
 
-use overlimit::admin::{check, compile, exit, history, metrics, reset, status, Args};
+use overlimit::admin::{block, check, compile, exit, history, metrics, reset, status, Args};
 use overlimit::client::shown;
 use overlimit::config::Config;
 use std::ffi::OsString;
@@ -20,6 +20,9 @@ commands:
                                the counters in Prometheus' text format
   history [--since 7d] [--json] [NAME...]
                                episodes over a limit, from the journal
+  block [--for 1d] [--reason TEXT] NAME
+                               refuse NAME at once, until --for or unblock
+  unblock NAME                 lift a block
   reset NAME...                free clients (remove their counters); NAME
                                may be *@domain or an address range
 
@@ -57,6 +60,7 @@ fn run(args: &[OsString]) -> i32 {
         b"reset" => reset::USAGE,
         b"metrics" => metrics::USAGE,
         b"history" => history::USAGE,
+        b"block" | b"unblock" => block::USAGE,
         other => {
             eprintln!("overlimit: unknown command {}\n{USAGE}", shown(other));
             return exit::TROUBLE;
@@ -77,6 +81,10 @@ fn run(args: &[OsString]) -> i32 {
     match command.as_bytes() {
         b"status" => store().map_or_else(|c| c, |mut s| status::run(&config.control, &mut s, rest)),
         b"history" => history::run(&config.dir, rest),
+        b"block" | b"unblock" => store().map_or_else(
+            |c| c,
+            |mut s| block::run(&mut s, &config.dir, rest, command == "unblock"),
+        ),
         b"reset" => store().map_or_else(|c| c, |mut s| reset::run(&mut s, rest)),
         b"metrics" => {
             store().map_or_else(|c| c, |mut s| metrics::run(&config.control, &mut s, rest))
