@@ -7,7 +7,7 @@
 
 use overlimit::cdb;
 use overlimit::control::{clean, Entry, Key, Net};
-use overlimit::counter::{Counter, Window};
+use overlimit::counter::{Block, Counter, Window};
 use overlimit::limits::{format_period, Item, Limits, MAX_WINDOWS};
 use overlimit::store::{client_file, domain_file};
 use proptest::prelude::*;
@@ -119,9 +119,10 @@ fn counter() -> impl Strategy<Value = Counter> {
         any::<u64>(),
         prop::collection::vec(item(), 0..=16),
         prop::collection::vec(window(), 0..=4),
+        prop::option::of((any::<u64>(), ".{0,40}")),
     )
         .prop_map(
-            |(client, total, refused, last_refused, notified, mut windows)| {
+            |(client, total, refused, last_refused, notified, mut windows, block)| {
                 // A counter holds one window per period.
                 windows.sort_by_key(|w| w.period);
                 windows.dedup_by_key(|w| w.period);
@@ -131,6 +132,7 @@ fn counter() -> impl Strategy<Value = Counter> {
                     refused,
                     last_refused,
                     notified,
+                    block: block.map(|(until, reason)| Block { until, reason }),
                     windows,
                 }
             },

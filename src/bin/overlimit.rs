@@ -2,7 +2,9 @@
 //! `src/admin/` with its usage text. Arguments are read as bytes
 //! (`args_os`): a name need not be UTF-8, and no input ends in a panic.
 
-use overlimit::admin::{block, check, compile, exit, history, metrics, reset, status, Args};
+use overlimit::admin::{
+    block, check, compile, exit, history, metrics, replay, reset, status, Args,
+};
 use overlimit::client::shown;
 use overlimit::config::Config;
 use std::ffi::OsString;
@@ -11,9 +13,10 @@ use std::os::unix::ffi::OsStrExt;
 const USAGE: &str = "usage: overlimit COMMAND [ARGS]
 
 commands:
-  check                        report bad, unmatchable and ineffective lines
+  check [--replay [JOURNAL]]   report bad, unmatchable and ineffective lines
                                of RELAYLIMITS, and counters the plug-in
-                               cannot write
+                               cannot write; --replay: who the journal's
+                               episodes and the counters say it would refuse
   compile                      write RELAYLIMITS.cdb for large control files
   status [--json] [NAME...]    show counters, over-limit ones first
   metrics [--top N] [--output FILE]
@@ -81,6 +84,25 @@ fn run(args: &[OsString]) -> i32 {
     match command.as_bytes() {
         b"status" => store().map_or_else(|c| c, |mut s| status::run(&config.control, &mut s, rest)),
         b"history" => history::run(&config.dir, rest),
+        b"check" if rest.first().is_some_and(|a| a == "--replay") => {
+            let journal = match &rest[1..] {
+                [] => None,
+                [j] => Some(std::path::Path::new(j)),
+                [_, extra, ..] => {
+                    eprintln!(
+                        "overlimit check: unexpected argument {}\n{USAGE}",
+                        shown(extra.as_bytes())
+                    );
+                    return exit::TROUBLE;
+                }
+            };
+            let found = check::run(&config.control, &config.dir, config.redis.as_deref());
+            let replayed = store().map_or_else(
+                |c| c,
+                |mut s| replay::run(&config.control, &config.dir, &mut s, journal),
+            );
+            found.max(replayed)
+        }
         b"block" | b"unblock" => store().map_or_else(
             |c| c,
             |mut s| block::run(&mut s, &config.dir, rest, command == "unblock"),
