@@ -185,3 +185,75 @@ fn bad_input_gets_a_clear_answer() {
     let o = s.admin(&["history", "--help"]).run();
     assert!(o.stdout.contains("usage: overlimit history"), "{o:?}");
 }
+
+#[test]
+fn check_replay_judges_recorded_episodes_and_counters_against_an_edited_file() {
+    let s = Sandbox::with_limits("a@example.com:3/1h\nb@example.com:10/1h\nc@example.com:2\n");
+    send_until_refused(&s, "a@example.com", 4);
+    send_until_refused(&s, "b@example.com", 11);
+    send_until_refused(&s, "c@example.com", 3);
+    for _ in 0..4 {
+        assert_eq!(s.user("d@example.com").code(), GO_ON);
+    }
+    // The edit: a gets more room, b less, c none, d a limit it is over.
+    let edited = s.dir().parent().unwrap().join("relaylimits.new");
+    std::fs::write(
+        &edited,
+        "a@example.com:5/1h\nb@example.com:5/1h\nd@example.com:3\n",
+    )
+    .unwrap();
+    let o = s
+        .admin(&["check", "--replay"])
+        .env("RELAYLIMITS", &edited)
+        .run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let out = &o.stdout;
+    assert!(
+        out.contains("would refuse: b@example.com over 10/1h with 10 counted at ")
+            && out.contains(": refused by 5/1h as well"),
+        "{o:?}"
+    );
+    assert!(
+        out.contains("unknown: a@example.com over 3/1h with 3 counted at ")
+            && out.contains("the journal cannot tell whether 5/1h would have held"),
+        "{o:?}"
+    );
+    assert!(
+        out.contains("would pass: c@example.com over 2 with 2 counted at "),
+        "{o:?}"
+    );
+    // A counter is judged on what it keeps: d's classic count (it kept no
+    // window while unlimited), b's 1h window.
+    assert!(
+        out.contains("over now: d@example.com 3 (4 counted)"),
+        "{o:?}"
+    );
+    assert!(
+        out.contains("over now: b@example.com 5/1h (10 counted)"),
+        "{o:?}"
+    );
+    assert!(
+        out.contains("replay: 3 episodes: 1 would be refused, 1 cannot be told, 1 unlimited; 2 counters over a limit now"),
+        "{o:?}"
+    );
+    // A journal named on the command line; the live file was not touched.
+    let copy = s.dir().parent().unwrap().join("saved-journal");
+    std::fs::copy(s.dir().join(".journal"), &copy).unwrap();
+    std::fs::remove_file(s.dir().join(".journal")).unwrap();
+    let o = s
+        .admin(&["check", "--replay", copy.to_str().unwrap()])
+        .env("RELAYLIMITS", &edited)
+        .run();
+    assert!(
+        o.stdout.contains("replay: 3 episodes: 1 would be refused"),
+        "{o:?}"
+    );
+    let o = s.admin(&["check", "--replay", "a", "b"]).run();
+    assert_eq!(o.code, Some(2), "{o:?}");
+    assert!(o.stderr.contains("unexpected argument b"), "{o:?}");
+    let o = s
+        .admin(&["check", "--replay", "/nonexistent/dir/journal"])
+        .env("RELAYLIMITS", &edited)
+        .run();
+    assert!(o.stdout.contains("replay: 0 episodes"), "{o:?}");
+}
