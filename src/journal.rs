@@ -153,7 +153,12 @@ pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
         .mode(0o660)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)?;
-    if file.metadata()?.len() >= CAP {
+    let meta = file.metadata()?;
+    // Shared as a counter is: group-writable for every program that
+    // decides, owned by the directory's owner when root made it.
+    crate::store::share_with_directory(&file, &path, &meta, dir)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if meta.len() >= CAP {
         // This open descriptor still names the full file, so the lines
         // written below land in `.journal.1`; the next writer starts afresh.
         std::fs::rename(&path, &older)?;

@@ -252,7 +252,7 @@ fn check_plain(file: &File, path: &Path) -> Result<std::fs::Metadata, Internal> 
 /// the account that owns the directory gives it nothing it could not have
 /// made itself, and `fchown` on the open descriptor cannot be redirected.
 /// An existing, group-writable counter, the common case, costs nothing here.
-fn share_with_directory(
+pub(crate) fn share_with_directory(
     file: &File,
     path: &Path,
     m: &std::fs::Metadata,
