@@ -788,3 +788,49 @@ fn migrate_moves_every_count_into_the_server_adding_to_what_is_there_once() {
     );
     assert_eq!(files.counter_files(), ["d@example.com"]);
 }
+
+#[test]
+fn with_fallback_an_outage_counts_locally_against_a_share_of_the_limit() {
+    let Some(mut redis) = server(Options::default()) else {
+        return;
+    };
+    // Two hosts share a limit of 7: each may send 3 while the server is
+    // away. A stopped server is waited for 200 ms, then given up.
+    let shared = redis.url("");
+    let url = format!("{shared}?timeout=200&fallback=2");
+    let s = Sandbox::with_limits("a@example.com:7\n:100\n");
+    let send = |url: &str| s.user("a@example.com").env("OVERLIMIT_REDIS", url).run();
+    assert_eq!(send(&url).code, Some(112));
+    assert!(s.counter_files().is_empty(), "counted in the server");
+    let local = |what: &str, code: i32| {
+        let o = send(&url);
+        assert_eq!(o.code, Some(code), "{what}: {o:?}");
+        assert_eq!(
+            o.stderr.matches("against 1/2 of each limit").count(),
+            1,
+            "{what}: logged once, as what it is: {o:?}"
+        );
+        assert!(
+            o.stderr.contains("redis") && !o.stderr.contains("internal error"),
+            "{what}: {o:?}"
+        );
+        assert!(o.elapsed < Duration::from_millis(1500), "{what}: {o:?}");
+    };
+    redis.freeze();
+    local("stopped", 112);
+    local("stopped", 112);
+    redis.kill();
+    local("killed", 112);
+    local("killed", 113);
+    assert_eq!(s.counter_files(), ["a@example.com"]);
+    // Without the setting, an outage is an internal error as before.
+    for (failclosed, code) in [("", 112), ("1", 111)] {
+        let o = s
+            .user("a@example.com")
+            .env("OVERLIMIT_REDIS", &shared)
+            .env("OVERLIMIT_FAILCLOSED", failclosed)
+            .run();
+        assert_eq!(o.code, Some(code), "{o:?}");
+        assert!(o.stderr.contains("internal error"), "{o:?}");
+    }
+}
