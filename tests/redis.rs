@@ -833,4 +833,19 @@ fn with_fallback_an_outage_counts_locally_against_a_share_of_the_limit() {
         assert_eq!(o.code, Some(code), "{o:?}");
         assert!(o.stderr.contains("internal error"), "{o:?}");
     }
+    // Back again (its one count lost: no persistence here), the server
+    // takes the local counts by `migrate`: 3 of 7, the directory empty.
+    redis.restart();
+    let o = s.admin(&["migrate"]).env("OVERLIMIT_REDIS", &url).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(s.counter_files().is_empty(), "{o:?}");
+    let codes: Vec<Option<i32>> = (0..5).map(|_| send(&url).code).collect();
+    assert_eq!(
+        codes,
+        [Some(112); 4]
+            .into_iter()
+            .chain([Some(113)])
+            .collect::<Vec<_>>()
+    );
+    assert!(s.counter_files().is_empty(), "counted in the server again");
 }
