@@ -208,7 +208,7 @@ pub fn refund(
     deadline: Instant,
 ) -> Result<(), Internal> {
     let files = files_of(targets);
-    store.update(&files, Open::Create, deadline, |found| {
+    let mut give_back = |found: Vec<Found>| {
         let now = Time::now().max(at);
         let mut counters = Vec::with_capacity(targets.len());
         for (t, f) in targets.iter().zip(found) {
@@ -225,7 +225,15 @@ pub fn refund(
             counters.push(c);
         }
         Ok(((), changes(targets, counters)))
-    })
+    };
+    let result = store.update(&files, Open::Create, deadline, &mut give_back);
+    match (result, store.fallback()) {
+        // Still out of reach: the recipients were counted locally.
+        (Err(_), Some(local)) => local
+            .store()
+            .update(&files, Open::Create, deadline, give_back),
+        (result, _) => result,
+    }
 }
 
 /// The items of `limits` that `c` has no room for (its windows expired to now).
