@@ -5,6 +5,7 @@
 pub mod check;
 pub mod compile;
 pub mod metrics;
+pub mod migrate;
 pub mod reset;
 pub mod status;
 

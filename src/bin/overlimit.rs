@@ -2,7 +2,7 @@
 //! `src/admin/` with its usage text. Arguments are read as bytes
 //! (`args_os`): a name need not be UTF-8, and no input ends in a panic.
 
-use overlimit::admin::{check, compile, exit, metrics, reset, status, Args};
+use overlimit::admin::{check, compile, exit, metrics, migrate, reset, status, Args};
 use overlimit::client::shown;
 use overlimit::config::Config;
 use std::ffi::OsString;
@@ -20,6 +20,8 @@ commands:
                                the counters in Prometheus' text format
   reset NAME...                free clients (remove their counters); NAME
                                may be *@domain or an address range
+  migrate                      move the counter files of OVERLIMITDIR into
+                               the server of OVERLIMIT_REDIS, keeping counts
 
 options: -h, --help (also after a command), -V, --version
 
@@ -54,6 +56,7 @@ fn run(args: &[OsString]) -> i32 {
         b"status" => status::USAGE,
         b"reset" => reset::USAGE,
         b"metrics" => metrics::USAGE,
+        b"migrate" => migrate::USAGE,
         other => {
             eprintln!("overlimit: unknown command {}\n{USAGE}", shown(other));
             return exit::TROUBLE;
@@ -74,6 +77,7 @@ fn run(args: &[OsString]) -> i32 {
     match command.as_bytes() {
         b"status" => store().map_or_else(|c| c, |mut s| status::run(&config.control, &mut s, rest)),
         b"reset" => store().map_or_else(|c| c, |mut s| reset::run(&mut s, rest)),
+        b"migrate" => migrate::run(&config.dir, config.redis.as_deref(), rest),
         b"metrics" => {
             store().map_or_else(|c| c, |mut s| metrics::run(&config.control, &mut s, rest))
         }
