@@ -104,9 +104,31 @@ pub fn admit_n(
 ) -> Result<Admission, Internal> {
     let files = files_of(targets);
     let places: Vec<String> = files.iter().map(|f| store.place(f)).collect();
-    store.update(&files, Open::Create, deadline, |found| {
+    let result = store.update(&files, Open::Create, deadline, |found| {
         Ok(decide(targets, found, &places, now, monitor, n))
-    })
+    });
+    match (result, store.fallback()) {
+        (Err(outage), Some(local)) => {
+            // The server is out of reach and the address asks for a local
+            // budget: the same decision, in files, on this host's share.
+            let shares: Vec<Target> = targets
+                .iter()
+                .map(|t| Target {
+                    file: t.file.clone(),
+                    label: t.label.clone(),
+                    limits: local.share(&t.limits),
+                })
+                .collect();
+            let mut files_store = local.store();
+            let places: Vec<String> = files.iter().map(|f| files_store.place(f)).collect();
+            let mut admission = files_store.update(&files, Open::Create, deadline, |found| {
+                Ok(decide(&shares, found, &places, now, monitor, n))
+            })?;
+            admission.notes.insert(0, local.note(&outage));
+            Ok(admission)
+        }
+        (result, _) => result,
+    }
 }
 
 /// The decision on what was found at each target's counter, and the counters
@@ -236,7 +258,7 @@ pub fn refund(
     deadline: Instant,
 ) -> Result<(), Internal> {
     let files = files_of(targets);
-    store.update(&files, Open::Create, deadline, |found| {
+    let mut give_back = |found: Vec<Found>| {
         let now = Time::now().max(at);
         let mut counters = Vec::with_capacity(targets.len());
         for (t, f) in targets.iter().zip(found) {
@@ -253,7 +275,15 @@ pub fn refund(
             counters.push(c);
         }
         Ok(((), changes(targets, counters)))
-    })
+    };
+    let result = store.update(&files, Open::Create, deadline, &mut give_back);
+    match (result, store.fallback()) {
+        // Still out of reach: the recipients were counted locally.
+        (Err(_), Some(local)) => local
+            .store()
+            .update(&files, Open::Create, deadline, give_back),
+        (result, _) => result,
+    }
 }
 
 /// The items of `limits` that `c` has no room for (its windows expired to now).

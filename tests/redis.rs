@@ -724,3 +724,128 @@ fn the_policy_service_shares_the_count_and_keeps_its_connection() {
         f.stderr
     );
 }
+
+#[test]
+fn migrate_moves_every_count_into_the_server_adding_to_what_is_there_once() {
+    let Some(redis) = server(Options::default()) else {
+        return;
+    };
+    let url = redis.url("");
+    let limits = "a@example.com:5\nb@example.com:3/1h\nc@example.com:1\n:100\n";
+    // One host counted in files so far; another already counts in Redis.
+    let (files, shared) = (Sandbox::with_limits(limits), Sandbox::with_limits(limits));
+    let on_redis = |user: &str| shared.user(user).env("OVERLIMIT_REDIS", &url).code();
+    for (user, times) in [
+        ("a@example.com", 3),
+        ("b@example.com", 2),
+        ("c@example.com", 2),
+    ] {
+        for _ in 0..times {
+            files.user(user).code();
+        }
+    }
+    assert_eq!(on_redis("a@example.com"), 112);
+    assert_eq!(on_redis("b@example.com"), 112);
+    assert_eq!(files.counter_files().len(), 3);
+
+    let o = files.admin(&["migrate"]).run();
+    assert_eq!(o.code, Some(2), "no server named: {o:?}");
+    assert!(o.stderr.contains("OVERLIMIT_REDIS"), "{o:?}");
+    assert_eq!(files.counter_files().len(), 3, "nothing moved");
+
+    let migrate = || files.admin(&["migrate"]).env("OVERLIMIT_REDIS", &url).run();
+    let o = migrate();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stdout.contains("migrated 3 counters"), "{o:?}");
+    assert!(files.counter_files().is_empty(), "{o:?}");
+    let o = migrate();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(o.stdout.contains("migrated 0 counters"), "run twice: {o:?}");
+
+    // Totals, windows and refusals were added, not written over.
+    let status = |who: &str, key: &str| {
+        let o = shared
+            .admin(&["status", "--json", who])
+            .env("OVERLIMIT_REDIS", &url)
+            .run();
+        assert_eq!(o.code, Some(0), "{o:?}");
+        json_number(&o.stdout, key)
+    };
+    assert_eq!(status("a@example.com", "count"), 4);
+    assert_eq!(status("c@example.com", "refused"), 1);
+    assert_eq!(on_redis("a@example.com"), 112, "the 5th of 5");
+    assert_eq!(on_redis("a@example.com"), 113);
+    assert_eq!(on_redis("b@example.com"), 113, "3 of 3 in the hour");
+    assert_eq!(on_redis("c@example.com"), 113);
+
+    // A file that is no counter is named and left where it is.
+    std::fs::write(files.dir().join("d@example.com"), "garbage\n").unwrap();
+    let o = migrate();
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(
+        o.stderr.contains("d@example.com") && o.stderr.contains("not a counter"),
+        "{o:?}"
+    );
+    assert_eq!(files.counter_files(), ["d@example.com"]);
+}
+
+#[test]
+fn with_fallback_an_outage_counts_locally_against_a_share_of_the_limit() {
+    let Some(mut redis) = server(Options::default()) else {
+        return;
+    };
+    // Two hosts share a limit of 7: each may send 3 while the server is
+    // away. A stopped server is waited for 200 ms, then given up.
+    let shared = redis.url("");
+    let url = format!("{shared}?timeout=200&fallback=2");
+    let s = Sandbox::with_limits("a@example.com:7\n:100\n");
+    let send = |url: &str| s.user("a@example.com").env("OVERLIMIT_REDIS", url).run();
+    assert_eq!(send(&url).code, Some(112));
+    assert!(s.counter_files().is_empty(), "counted in the server");
+    let local = |what: &str, code: i32| {
+        let o = send(&url);
+        assert_eq!(o.code, Some(code), "{what}: {o:?}");
+        assert_eq!(
+            o.stderr.matches("against 1/2 of each limit").count(),
+            1,
+            "{what}: logged once, as what it is: {o:?}"
+        );
+        assert!(
+            o.stderr.contains("redis") && !o.stderr.contains("internal error"),
+            "{what}: {o:?}"
+        );
+        assert!(o.elapsed < Duration::from_millis(1500), "{what}: {o:?}");
+    };
+    redis.freeze();
+    local("stopped", 112);
+    local("stopped", 112);
+    redis.kill();
+    local("killed", 112);
+    local("killed", 113);
+    assert_eq!(s.counter_files(), ["a@example.com"]);
+    // Without the setting, an outage is an internal error as before.
+    for (failclosed, code) in [("", 112), ("1", 111)] {
+        let o = s
+            .user("a@example.com")
+            .env("OVERLIMIT_REDIS", &shared)
+            .env("OVERLIMIT_FAILCLOSED", failclosed)
+            .run();
+        assert_eq!(o.code, Some(code), "{o:?}");
+        assert!(o.stderr.contains("internal error"), "{o:?}");
+    }
+    // Back again (its one count lost: no persistence here), the server
+    // takes the local counts by `migrate`: 3 of 7, the directory empty.
+    redis.restart();
+    let o = s.admin(&["migrate"]).env("OVERLIMIT_REDIS", &url).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    assert!(s.counter_files().is_empty(), "{o:?}");
+    let codes: Vec<Option<i32>> = (0..5).map(|_| send(&url).code).collect();
+    assert_eq!(
+        codes,
+        [Some(112); 4]
+            .into_iter()
+            .chain([Some(113)])
+            .collect::<Vec<_>>()
+    );
+    assert!(s.counter_files().is_empty(), "counted in the server again");
+}

@@ -7,6 +7,7 @@ pub mod check;
 pub mod compile;
 pub mod history;
 pub mod metrics;
+pub mod migrate;
 pub mod replay;
 pub mod reset;
 pub mod status;

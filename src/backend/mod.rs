@@ -10,7 +10,10 @@
 //! Counters are named by their file name in both: a Redis key is made from
 //! it and gives it back.
 
+mod fallback;
 mod files;
+
+pub use fallback::Fallback;
 
 use crate::counter::Counter;
 use crate::error::Internal;
@@ -87,6 +90,10 @@ pub enum Store {
 pub struct Shared {
     server: Server,
     conn: Option<Conn>,
+    /// The local counter directory, for the outage fallback.
+    dir: PathBuf,
+    /// The last step failed because the server could not be reached.
+    outage: bool,
 }
 
 impl Store {
@@ -97,6 +104,8 @@ impl Store {
             Some(url) => Store::Redis(Box::new(Shared {
                 server: Server::parse(url)?,
                 conn: None,
+                dir: dir.to_path_buf(),
+                outage: false,
             })),
         })
     }
@@ -169,15 +178,32 @@ impl Shared {
         deadline: Instant,
         step: impl FnOnce(&mut Conn) -> Result<R, Internal>,
     ) -> Result<R, Internal> {
+        self.outage = false;
         let conn = match &mut self.conn {
             Some(c) => {
                 c.set_deadline(self.server.deadline(deadline));
                 c
             }
-            None => self.conn.insert(Conn::open(&self.server, deadline)?),
+            None => {
+                // Only a failure of the connection itself is an outage: a
+                // server that refuses the password answers.
+                let mut fresh = match Conn::connect(&self.server, deadline) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.outage = true;
+                        return Err(e);
+                    }
+                };
+                if let Err(e) = fresh.hello(&self.server) {
+                    self.outage = fresh.broken();
+                    return Err(e);
+                }
+                self.conn.insert(fresh)
+            }
         };
         let result = step(conn);
         if result.is_err() {
+            self.outage = conn.broken();
             self.conn = None;
         }
         result

@@ -3,7 +3,7 @@
 //! (`args_os`): a name need not be UTF-8, and no input ends in a panic.
 
 use overlimit::admin::{
-    block, check, compile, exit, history, metrics, replay, reset, status, Args,
+    block, check, compile, exit, history, metrics, migrate, replay, reset, status, Args,
 };
 use overlimit::client::shown;
 use overlimit::config::Config;
@@ -28,6 +28,8 @@ commands:
   unblock NAME                 lift a block
   reset NAME...                free clients (remove their counters); NAME
                                may be *@domain or an address range
+  migrate                      move the counter files of OVERLIMITDIR into
+                               the server of OVERLIMIT_REDIS, keeping counts
 
 options: -h, --help (also after a command), -V, --version
 
@@ -64,6 +66,7 @@ fn run(args: &[OsString]) -> i32 {
         b"metrics" => metrics::USAGE,
         b"history" => history::USAGE,
         b"block" | b"unblock" => block::USAGE,
+        b"migrate" => migrate::USAGE,
         other => {
             eprintln!("overlimit: unknown command {}\n{USAGE}", shown(other));
             return exit::TROUBLE;
@@ -108,6 +111,7 @@ fn run(args: &[OsString]) -> i32 {
             |mut s| block::run(&mut s, &config.dir, rest, command == "unblock"),
         ),
         b"reset" => store().map_or_else(|c| c, |mut s| reset::run(&mut s, rest)),
+        b"migrate" => migrate::run(&config.dir, config.redis.as_deref(), rest),
         b"metrics" => {
             store().map_or_else(|c| c, |mut s| metrics::run(&config.control, &mut s, rest))
         }

@@ -32,12 +32,23 @@ pub struct Conn {
     deadline: Instant,
     /// The server as messages name it (no password).
     shown: String,
+    /// A read or write failed: the server is gone or stuck.
+    broken: bool,
 }
 
 impl Conn {
     /// Connects, authenticates and selects the database, all by `deadline`
     /// (or sooner, by the address's `timeout`).
     pub fn open(server: &Server, deadline: Instant) -> Result<Conn, Internal> {
+        let mut conn = Conn::connect(server, deadline)?;
+        conn.hello(server)?;
+        Ok(conn)
+    }
+
+    /// Only the socket, by `deadline`: a failure here means the server
+    /// cannot be reached (refused, absent, or no answer in time), which the
+    /// outage fallback tells apart from a server that answers wrongly.
+    pub fn connect(server: &Server, deadline: Instant) -> Result<Conn, Internal> {
         let deadline = server.deadline(deadline);
         let shown = server.shown();
         let failed = |what: String| Internal::other(format!("redis {shown}: {what}"));
@@ -49,14 +60,20 @@ impl Conn {
                 .map(Stream::Tcp)
                 .map_err(|e| failed(format!("connect: {}", timed(e))))?,
         };
-        let mut conn = Conn {
+        Ok(Conn {
             stream,
             buf: vec![0; 16 * 1024],
             start: 0,
             end: 0,
             deadline,
-            shown: shown.clone(),
-        };
+            shown,
+            broken: false,
+        })
+    }
+
+    /// `AUTH` and `SELECT` as the address asks, in one round trip.
+    pub fn hello(&mut self, server: &Server) -> Result<(), Internal> {
+        let conn = self;
         let mut hello: Vec<Vec<&[u8]>> = Vec::new();
         if let Some(pw) = &server.password {
             match &server.user {
@@ -69,7 +86,7 @@ impl Conn {
             hello.push(vec![b"SELECT", db.as_bytes()]);
         }
         if hello.is_empty() {
-            return Ok(conn);
+            return Ok(());
         }
         for (reply, cmd) in conn.pipeline(&hello)?.into_iter().zip(&hello) {
             if let Reply::Error(e) = reply {
@@ -78,7 +95,13 @@ impl Conn {
                 return Err(conn.error(&format!("{step}: {e}")));
             }
         }
-        Ok(conn)
+        Ok(())
+    }
+
+    /// Whether the connection itself failed (no answer in time, closed,
+    /// reset), as opposed to an answer that was wrong.
+    pub fn broken(&self) -> bool {
+        self.broken
     }
 
     /// Moves the deadline (a long-lived connection, one per request).
@@ -114,8 +137,10 @@ impl Conn {
         for c in cmds {
             resp::encode(&mut out, c);
         }
-        self.send(&out)
-            .map_err(|e| self.error(&format!("write: {}", timed(e))))?;
+        if let Err(e) = self.send(&out) {
+            self.broken = true;
+            return Err(self.error(&format!("write: {}", timed(e))));
+        }
         let mut replies = Vec::with_capacity(cmds.len());
         for _ in cmds {
             replies.push(resp::read(self).map_err(|e| self.error(&e))?);
@@ -164,6 +189,11 @@ impl Conn {
                 }
             }
         })();
+        if !matches!(&got, Ok(n) if *n > 0)
+            && !matches!(&got, Err(e) if e.kind() == io::ErrorKind::Interrupted)
+        {
+            self.broken = true;
+        }
         match got {
             Ok(0) => Err("the server closed the connection".into()),
             Ok(n) => {

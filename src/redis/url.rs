@@ -29,6 +29,10 @@ pub struct Server {
     pub password: Option<Vec<u8>>,
     /// `timeout=MS`: a deadline shorter than the caller's, for every step.
     pub timeout: Option<Duration>,
+    /// `fallback=HOSTS`: while the server cannot be reached, count in the
+    /// local counter directory against 1/HOSTS of each limit (see
+    /// `backend/fallback.rs`); `None`: an outage is an internal error.
+    pub fallback: Option<u32>,
 }
 
 /// Shown without the password, which must reach no log.
@@ -133,11 +137,13 @@ fn tcp(rest: &str) -> Result<Server, String> {
         user,
         password,
         timeout: None,
+        fallback: None,
     };
     for (name, value) in parameters(query) {
         match name {
             "timeout" => server.timeout = Some(timeout(value)?),
-            _ => return Err(format!("unknown parameter {name:?} (timeout)")),
+            "fallback" => server.fallback = Some(hosts(value)?),
+            _ => return Err(format!("unknown parameter {name:?} (timeout, fallback)")),
         }
     }
     Ok(server)
@@ -160,6 +166,16 @@ fn timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The number of hosts sharing the limits, 1 to 1000.
+fn hosts(s: &str) -> Result<u32, String> {
+    match crate::limits::parse_number(s.as_bytes()) {
+        Some(n @ 1..=1000) => Ok(n as u32),
+        _ => Err(format!(
+            "fallback {s:?} is not a number of hosts from 1 to 1000"
+        )),
+    }
+}
+
 fn unix(rest: &str) -> Result<Server, String> {
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if !path.starts_with('/') {
@@ -171,16 +187,18 @@ fn unix(rest: &str) -> Result<Server, String> {
         user: None,
         password: None,
         timeout: None,
+        fallback: None,
     };
     for (name, value) in parameters(query) {
         match name {
             "timeout" => server.timeout = Some(timeout(value)?),
+            "fallback" => server.fallback = Some(hosts(value)?),
             "db" => server.db = db_number(value)?,
             "password" => server.password = Some(decode(value, "password")?),
             "user" => server.user = Some(decode(value, "user")?),
             _ => {
                 return Err(format!(
-                    "unknown parameter {name:?} (db, password, user, timeout)"
+                    "unknown parameter {name:?} (db, password, user, timeout, fallback)"
                 ))
             }
         }
@@ -253,6 +271,10 @@ mod tests {
         assert_eq!((s.db, s.password.as_deref()), (2, Some(&b"a&b"[..])));
         let s = Server::parse("unix:///r.sock?timeout=250").unwrap();
         assert_eq!(s.timeout, Some(Duration::from_millis(250)));
+        let s = Server::parse("unix:///r.sock?fallback=3").unwrap();
+        assert_eq!((s.fallback, s.timeout), (Some(3), None));
+        let s = Server::parse("redis://h/4?timeout=100&fallback=2").unwrap();
+        assert_eq!(s.fallback, Some(2));
         let s = Server::parse("redis://h/4?timeout=100").unwrap();
         assert_eq!((s.db, s.timeout), (4, Some(Duration::from_millis(100))));
     }
@@ -269,6 +291,8 @@ mod tests {
             ("unix:///x?dbb=1", "unknown parameter"),
             ("redis://:hunter%zz2@h", "password holds a %"),
             ("redis://h/0?timeout=0", "timeout"),
+            ("redis://h/0?fallback=0", "fallback"),
+            ("unix:///x?fallback=many", "fallback"),
             ("unix:///x?timeout=soon", "timeout"),
         ] {
             let e = Server::parse(url).unwrap_err().to_string();
