@@ -99,7 +99,7 @@ impl Event {
 
 /// A JSON string of text `shown` made (no control character is left in
 /// it): quotes and backslashes escaped.
-fn quoted(text: &str) -> String {
+pub fn quoted(text: &str) -> String {
     let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
     format!("\"{escaped}\"")
 }
@@ -166,7 +166,8 @@ pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// Records one decision's episode edges, logging a failure under `program`.
+/// Records one decision's episode edges, handing a failure to `log`: the
+/// journal never changes the decision.
 pub fn record(dir: &Path, result: &Admission, at: u64, log: impl FnOnce(&str)) {
     if let Err(e) = append(dir, &events_of(result, at)) {
         log(&format!("{}: {e}", dir.join(NAME).display()));

@@ -5,7 +5,7 @@
 
 use super::exit;
 use crate::client::shown;
-use crate::journal::{self, utc, Event};
+use crate::journal::{self, quoted, utc, Event};
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -194,7 +194,6 @@ fn print_text(episodes: &[Episode], now: u64) {
 }
 
 fn print_json(episodes: &[Episode], now: u64) {
-    let quoted = |t: &str| format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""));
     let items: Vec<String> = episodes
         .iter()
         .map(|e| {
