@@ -257,3 +257,23 @@ fn check_replay_judges_recorded_episodes_and_counters_against_an_edited_file() {
         .run();
     assert!(o.stdout.contains("replay: 0 episodes"), "{o:?}");
 }
+
+#[test]
+fn reset_ends_the_episodes_and_the_block_of_what_it_removes() {
+    let s = Sandbox::with_limits("a@example.com:1\n");
+    send_until_refused(&s, "a@example.com", 2);
+    let o = s.admin(&["block", "a@example.com"]).run();
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let o = s.admin(&["reset", "a@example.com"]).run();
+    assert_eq!((o.code, o.stderr.as_str()), (Some(0), ""), "{o:?}");
+    let lines = journal(&s);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[2].contains("\"event\":\"free\",\"client\":\"a@example.com\",\"limit\":\"1\""),
+        "{lines:?}"
+    );
+    assert!(lines[3].contains("\"event\":\"unblock\""), "{lines:?}");
+    let o = s.admin(&["history"]).run();
+    assert!(!o.stdout.contains("no end recorded"), "{o:?}");
+    assert_eq!(s.user("a@example.com").code(), GO_ON);
+}

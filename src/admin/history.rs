@@ -28,7 +28,7 @@ pub struct Episode {
     pub limit: String,
     pub over: u64,
     /// When it had room again; `None`: no end recorded (still over, or
-    /// ended by `reset` or the removal of its counter, which write no line).
+    /// its end was lost with a journal line or a rotated file).
     pub free: Option<u64>,
     /// Recipients counted when it went over; for a block, its reason.
     pub detail: String,

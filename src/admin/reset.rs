@@ -8,8 +8,10 @@ use crate::backend::{Change, Found, Open, Store};
 use crate::client::{range_spelled, shown, unescape, Client, Net};
 use crate::counted::Counted;
 use crate::error::Internal;
+use crate::journal::{self, Event};
 use crate::sweep::{label, read_counter};
 use std::ffi::OsString;
+use std::path::Path;
 use std::time::Instant;
 
 pub const USAGE: &str = "usage: overlimit reset [--] NAME...
@@ -51,7 +53,7 @@ impl Target {
     }
 }
 
-pub fn run(store: &mut Store, args: &[OsString]) -> i32 {
+pub fn run(store: &mut Store, dir: &Path, args: &[OsString]) -> i32 {
     let args = match Args::parse(args, &[]) {
         Ok(a) if !a.names.is_empty() => a,
         Ok(_) => {
@@ -64,6 +66,7 @@ pub fn run(store: &mut Store, args: &[OsString]) -> i32 {
         }
     };
     let mut code = exit::OK;
+    let mut ended = Vec::new();
     for name in &args.names {
         let name = unescape(name);
         let asked = shown(&name);
@@ -82,7 +85,7 @@ pub fn run(store: &mut Store, args: &[OsString]) -> i32 {
             code = exit::TROUBLE;
             Vec::new()
         }) {
-            match remove(store, &file, &target) {
+            match remove(store, &file, &target, &mut ended) {
                 Ok(true) => removed += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -99,6 +102,13 @@ pub fn run(store: &mut Store, args: &[OsString]) -> i32 {
                 if n == 1 { "" } else { "s" }
             ),
         }
+    }
+    if let Err(e) = journal::append(dir, &ended) {
+        eprintln!(
+            "overlimit reset: {}: {e}",
+            dir.join(journal::NAME).display()
+        );
+        code = exit::TROUBLE;
     }
     code
 }
@@ -118,22 +128,63 @@ fn matching(store: &mut Store, target: &Target) -> Result<Vec<String>, Internal>
 
 /// Removes one counter, as one step against every writer, if it is (still)
 /// one the target covers; false if there was none.
-fn remove(store: &mut Store, file: &str, target: &Target) -> Result<bool, Internal> {
+/// The episodes it ended are added to `ended`, for the journal.
+fn remove(
+    store: &mut Store,
+    file: &str,
+    target: &Target,
+    ended: &mut Vec<Event>,
+) -> Result<bool, Internal> {
     let deadline = Instant::now() + crate::time::ADMIN_LOCK_WAIT;
-    store.update(&[file.to_string()], Open::Existing, deadline, |found| {
-        let covered = match &found[0] {
-            Found::Missing => false,
-            _ if matches!(target, Target::One(_)) => true,
-            Found::Counter(c) => {
-                Counted::from_label(&label(file, c)).is_some_and(|who| target.covers(&who))
-            }
-            Found::Damaged => false,
-        };
-        let change = if covered {
-            Change::Delete
-        } else {
-            Change::Keep
-        };
-        Ok((covered, vec![change]))
-    })
+    let now = crate::time::Time::now().secs();
+    let (covered, events) =
+        store.update(&[file.to_string()], Open::Existing, deadline, |found| {
+            let covered = match &found[0] {
+                Found::Missing => false,
+                _ if matches!(target, Target::One(_)) => true,
+                Found::Counter(c) => {
+                    Counted::from_label(&label(file, c)).is_some_and(|who| target.covers(&who))
+                }
+                Found::Damaged => false,
+            };
+            let change = if covered {
+                Change::Delete
+            } else {
+                Change::Keep
+            };
+            let events = match &found[0] {
+                Found::Counter(c) if covered => ended_by_reset(file, c, now),
+                _ => Vec::new(),
+            };
+            Ok(((covered, events), vec![change]))
+        })?;
+    ended.extend(events);
+    Ok(covered)
+}
+
+/// A removed counter's open episodes, ended: each reported limit, and its
+/// block.
+fn ended_by_reset(file: &str, c: &crate::counter::Counter, now: u64) -> Vec<Event> {
+    let label = label(file, c);
+    let freed: Vec<crate::admit::Full> = c
+        .notified
+        .iter()
+        .map(|&item| crate::admit::Full {
+            label: label.clone(),
+            item,
+            count: 0,
+            room_at: None,
+        })
+        .collect();
+    let mut events = journal::freed(&freed, now);
+    if c.block.is_some() {
+        events.push(Event {
+            at: now,
+            event: "unblock".into(),
+            client: shown(&label),
+            limit: "reset".into(),
+            count: 0,
+        });
+    }
+    events
 }

@@ -110,7 +110,7 @@ fn run(args: &[OsString]) -> i32 {
             |c| c,
             |mut s| block::run(&mut s, &config.dir, rest, command == "unblock"),
         ),
-        b"reset" => store().map_or_else(|c| c, |mut s| reset::run(&mut s, rest)),
+        b"reset" => store().map_or_else(|c| c, |mut s| reset::run(&mut s, &config.dir, rest)),
         b"migrate" => migrate::run(&config.dir, config.redis.as_deref(), rest),
         b"metrics" => {
             store().map_or_else(|c| c, |mut s| metrics::run(&config.control, &mut s, rest))
