@@ -36,6 +36,19 @@ pub struct Full {
     pub room_at: Option<Time>,
 }
 
+impl Full {
+    /// A limit whose episode ended, as `Admission::newly_free` and the
+    /// journal hold it: no count, no room time.
+    pub fn ended(label: &[u8], item: Item) -> Full {
+        Full {
+            label: label.to_vec(),
+            item,
+            count: 0,
+            room_at: None,
+        }
+    }
+}
+
 /// A counter the administrator blocked (`overlimit block`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Blocked {
@@ -228,12 +241,7 @@ fn notify_once(
     c.notified.retain(|i| {
         let still = limits.items.contains(i) && full.iter().any(|f| f.item == *i);
         if !still {
-            freed.push(Full {
-                label: label.to_vec(),
-                item: *i,
-                count: 0,
-                room_at: None,
-            });
+            freed.push(Full::ended(label, *i));
         }
         still
     });

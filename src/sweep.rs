@@ -138,12 +138,7 @@ pub fn sweep_one_ending(
             let freed: Vec<crate::admit::Full> = notified
                 .iter()
                 .filter(|i| !still.contains(i))
-                .map(|&item| crate::admit::Full {
-                    label: label.clone(),
-                    item,
-                    count: 0,
-                    room_at: None,
-                })
+                .map(|&item| crate::admit::Full::ended(&label, item))
                 .collect();
             Ok(((swept, freed), vec![change]))
         },

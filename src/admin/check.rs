@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-pub const USAGE: &str = "usage: overlimit check
+pub const USAGE: &str = "usage: overlimit check [--replay [JOURNAL]]
 
 Reads RELAYLIMITS and reports each line the plug-in would skip (no colon, bad
 number, unknown unit, bad range, empty limit) and each line no client can
@@ -22,7 +22,13 @@ their privilege model needs and lacks; then warnings: a line overridden by a
 later one, a range
 with host bits set, a range shadowed by longer ones, a stale cdb. Exit 0 when
 nothing but warnings was found, 1 when something was (a missing control file
-included), 2 when the file cannot be read.";
+included), 2 when the file cannot be read.
+
+--replay then judges the journal's episodes (OVERLIMITDIR/.journal and .1,
+or JOURNAL and JOURNAL.1) and the current counters against this control
+file, meant to be the edited one (RELAYLIMITS=relaylimits.new): would
+refuse, unknown (the journal cannot tell), would pass; then the counters
+over a limit now. See overlimit(8) for what the journal can tell.";
 
 /// What is wrong with the local-mail programs' privilege model (accounts,
 /// owners, modes, mounts, the deliverer), where they are installed: a broken

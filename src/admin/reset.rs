@@ -169,12 +169,7 @@ fn ended_by_reset(file: &str, c: &crate::counter::Counter, now: u64) -> Vec<Even
     let freed: Vec<crate::admit::Full> = c
         .notified
         .iter()
-        .map(|&item| crate::admit::Full {
-            label: label.clone(),
-            item,
-            count: 0,
-            room_at: None,
-        })
+        .map(|&item| crate::admit::Full::ended(&label, item))
         .collect();
     let mut events = journal::freed(&freed, now);
     if c.block.is_some() {

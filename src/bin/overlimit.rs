@@ -93,8 +93,9 @@ fn run(args: &[OsString]) -> i32 {
                 [j] => Some(std::path::Path::new(j)),
                 [_, extra, ..] => {
                     eprintln!(
-                        "overlimit check: unexpected argument {}\n{USAGE}",
-                        shown(extra.as_bytes())
+                        "overlimit check: unexpected argument {}\n{}",
+                        shown(extra.as_bytes()),
+                        check::USAGE
                     );
                     return exit::TROUBLE;
                 }
