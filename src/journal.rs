@@ -12,7 +12,7 @@
 use crate::admit::{Admission, Full};
 use crate::client::shown;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The journal's file name in the counter directory.
@@ -158,9 +158,15 @@ pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
     // decides, owned by the directory's owner when root made it.
     crate::store::share_with_directory(&file, &path, &meta, dir)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    if meta.len() >= CAP {
-        // This open descriptor still names the full file, so the lines
-        // written below land in `.journal.1`; the next writer starts afresh.
+    // Rotated only while the name is still this full file: a writer that
+    // lost the race to another does not rename the fresh journal over the
+    // older one. This descriptor keeps naming the full file, so its lines
+    // land in `.journal.1`; the next writer starts afresh.
+    let still_ours = || {
+        std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()))
+    };
+    if meta.len() >= CAP && still_ours() {
         std::fs::rename(&path, &older)?;
     }
     file.write_all(text.as_bytes())
