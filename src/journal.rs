@@ -151,9 +151,15 @@ pub fn append(dir: &Path, events: &[Event]) -> std::io::Result<()> {
         .append(true)
         .create(true)
         .mode(0o660)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        // Never a symlink, and a FIFO put in its place does not hang us.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&path)?;
     let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file; nothing journaled",
+        ));
+    }
     // Shared as a counter is: group-writable for every program that
     // decides, owned by the directory's owner when root made it.
     crate::store::share_with_directory(&file, &path, &meta, dir)

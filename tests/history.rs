@@ -277,3 +277,26 @@ fn reset_ends_the_episodes_and_the_block_of_what_it_removes() {
     assert!(!o.stdout.contains("no end recorded"), "{o:?}");
     assert_eq!(s.user("a@example.com").code(), GO_ON);
 }
+
+#[test]
+fn a_fifo_in_place_of_the_journal_neither_hangs_nor_changes_the_decision() {
+    let s = Sandbox::with_limits("a@example.com:1\n");
+    let fifo = std::ffi::CString::new(
+        s.dir()
+            .join(".journal")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    assert_eq!(s.user("a@example.com").code(), GO_ON);
+    let o = s.user("a@example.com").run();
+    assert_eq!(o.code, Some(OVER), "{o:?}");
+    // Opening a FIFO without a reader fails at once (ENXIO): logged, naming it.
+    assert!(o.stderr.contains("/overlimit/.journal: "), "{o:?}");
+    assert!(
+        o.stderr.contains("refused a@example.com: limit 1 reached"),
+        "{o:?}"
+    );
+}
