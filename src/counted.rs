@@ -15,6 +15,17 @@ pub enum Counted {
 }
 
 impl Counted {
+    /// What kind of counter it is, as `status --json` and the metrics name
+    /// it: `user`, `address`, `domain` or `range`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Counted::Client(Client::User(_)) => "user",
+            Counted::Client(Client::Ip(_)) => "address",
+            Counted::Domain(_) => "domain",
+            Counted::Range(_) => "range",
+        }
+    }
+
     /// Reads a label as `status` prints it and `reset` takes it; `None` for
     /// an empty name or a bare `@`.
     pub fn from_label(label: &[u8]) -> Option<Counted> {

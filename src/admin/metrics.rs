@@ -16,7 +16,7 @@
 use super::exit;
 use crate::admit::full_items;
 use crate::backend::Store;
-use crate::client::{shown, Client};
+use crate::client::shown;
 use crate::counted::Counted;
 use crate::counter::Counter;
 use crate::error::{fail, Internal};
@@ -191,15 +191,6 @@ pub fn render(
     })
 }
 
-fn kind(c: &Counted) -> &'static str {
-    match c {
-        Counted::Client(Client::User(_)) => "user",
-        Counted::Client(Client::Ip(_)) => "address",
-        Counted::Domain(_) => "domain",
-        Counted::Range(_) => "range",
-    }
-}
-
 /// One per-client figure of a counter.
 type Pick = fn(&Seen) -> u64;
 
@@ -217,7 +208,7 @@ fn exposition(seen: &mut [Seen], top: usize, errors: usize, now: Time) -> String
         for k in KINDS {
             let n = seen
                 .iter()
-                .filter(|s| kind(&s.counted) == k && pick(s))
+                .filter(|s| s.counted.kind() == k && pick(s))
                 .count();
             let _ = writeln!(out, "{name}{{kind=\"{k}\"}} {n}");
         }
@@ -303,7 +294,7 @@ fn exposition(seen: &mut [Seen], top: usize, errors: usize, now: Time) -> String
                 out,
                 "{name}{{client=\"{}\",kind=\"{}\"}} {}",
                 label_value(&shown(&s.counted.label())),
-                kind(&s.counted),
+                s.counted.kind(),
                 value(s)
             );
         }

@@ -9,7 +9,7 @@
 use super::{exit, Args};
 use crate::admit::{full_items, Full};
 use crate::backend::Store;
-use crate::client::{shown, unescape, Client};
+use crate::client::{shown, unescape};
 use crate::counted::Counted;
 use crate::counter::{Block, Counter};
 use crate::error::Internal;
@@ -196,15 +196,6 @@ fn rows(
     Ok(rows)
 }
 
-fn kind(c: &Counted) -> &'static str {
-    match c {
-        Counted::Client(Client::User(_)) => "user",
-        Counted::Client(Client::Ip(_)) => "address",
-        Counted::Domain(_) => "domain",
-        Counted::Range(_) => "range",
-    }
-}
-
 /// `OVER 2/1h room in 12m` for the row's own limits, and `refused by
 /// @shop.example (4 until reset)` for each shared counter without room.
 fn state(r: &Row, now: crate::time::Time) -> String {
@@ -319,7 +310,7 @@ fn print_json(rows: &[Row], now: crate::time::Time) {
             format!(
                 "{{\"client\":{},\"kind\":\"{}\",\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"refused_by\":[{}],\"shared\":[{}],\"blocked\":{},\"now\":{}}}",
                 json_string(&shown(&r.counted.label())),
-                kind(&r.counted),
+                r.counted.kind(),
                 json_string(&r.limits.to_string()),
                 r.counter.total,
                 windows.join(","),
