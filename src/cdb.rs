@@ -134,6 +134,17 @@ fn too_big() -> io::Error {
 mod tests {
     use super::*;
 
+    /// A fresh file at `path` to write a cdb into and read it back.
+    fn scratch(path: &std::path::Path) -> File {
+        File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap()
+    }
+
     #[test]
     fn hash_matches_the_format_note() {
         // h = 5381 for the empty key; one byte: (5381 * 33) ^ byte.
@@ -144,13 +155,7 @@ mod tests {
     #[test]
     fn writes_and_reads_back() {
         let path = std::env::temp_dir().join(format!("overlimit-cdb-{}", std::process::id()));
-        let mut f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let mut f = scratch(&path);
         let records: Vec<_> = (0..3000)
             .map(|i| (format!("key{i}").into_bytes(), format!("v{i}").into_bytes()))
             .chain([(Vec::new(), b"default".to_vec())])
@@ -167,13 +172,7 @@ mod tests {
     #[test]
     fn writes_no_record_the_reader_would_refuse() {
         let path = std::env::temp_dir().join(format!("overlimit-cdb-cap-{}", std::process::id()));
-        let mut f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
+        let mut f = scratch(&path);
         let cap = MAX_RECORD as usize;
         // At the cap: written and read back.
         write(&mut f, &[(b"k".to_vec(), vec![b'v'; cap - 1])]).unwrap();

@@ -140,13 +140,22 @@ fn tcp(rest: &str) -> Result<Server, String> {
         fallback: None,
     };
     for (name, value) in parameters(query) {
-        match name {
-            "timeout" => server.timeout = Some(timeout(value)?),
-            "fallback" => server.fallback = Some(hosts(value)?),
-            _ => return Err(format!("unknown parameter {name:?} (timeout, fallback)")),
+        if !both_forms(&mut server, name, value)? {
+            return Err(format!("unknown parameter {name:?} (timeout, fallback)"));
         }
     }
     Ok(server)
+}
+
+/// The parameters both address forms take (`timeout`, `fallback`); `false`
+/// for any other name, which the caller reads or refuses.
+fn both_forms(server: &mut Server, name: &str, value: &str) -> Result<bool, String> {
+    match name {
+        "timeout" => server.timeout = Some(timeout(value)?),
+        "fallback" => server.fallback = Some(hosts(value)?),
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 fn parameters(query: &str) -> impl Iterator<Item = (&str, &str)> {
@@ -190,9 +199,10 @@ fn unix(rest: &str) -> Result<Server, String> {
         fallback: None,
     };
     for (name, value) in parameters(query) {
+        if both_forms(&mut server, name, value)? {
+            continue;
+        }
         match name {
-            "timeout" => server.timeout = Some(timeout(value)?),
-            "fallback" => server.fallback = Some(hosts(value)?),
             "db" => server.db = db_number(value)?,
             "password" => server.password = Some(decode(value, "password")?),
             "user" => server.user = Some(decode(value, "user")?),
