@@ -186,18 +186,14 @@ impl Shared {
             }
             None => {
                 // Only a failure of the connection itself is an outage: a
-                // server that refuses the password answers.
-                let mut fresh = match Conn::connect(&self.server, deadline) {
+                // server that refuses the password answers (in `step`).
+                let fresh = match self.connect(deadline) {
                     Ok(c) => c,
                     Err(e) => {
                         self.outage = true;
                         return Err(e);
                     }
                 };
-                if let Err(e) = fresh.hello(&self.server) {
-                    self.outage = fresh.broken();
-                    return Err(e);
-                }
                 self.conn.insert(fresh)
             }
         };
@@ -207,6 +203,14 @@ impl Shared {
             self.conn = None;
         }
         result
+    }
+
+    /// A fresh connection, its `AUTH` and `SELECT` deferred to the first
+    /// command.
+    fn connect(&self, deadline: Instant) -> Result<Conn, Internal> {
+        let mut fresh = Conn::connect(&self.server, deadline)?;
+        fresh.hello(&self.server);
+        Ok(fresh)
     }
 }
 

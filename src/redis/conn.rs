@@ -6,7 +6,15 @@
 //! is resolved in a thread the caller stops waiting for, the connect is
 //! bounded (`connect_timeout` for TCP; for a unix socket `SO_SNDTIMEO`,
 //! which bounds a connect to a full backlog), and every read and write gets
-//! the time that is left as its socket timeout.
+//! the time that is left as its socket timeout (set again only when a few
+//! milliseconds have passed, so that a short exchange pays two `setsockopt`
+//! calls, not two per read and write, and still ends by the deadline).
+//!
+//! Commands whose answer nobody waits for (`AUTH`, `SELECT` after connecting,
+//! `UNWATCH` after a decision that changed nothing) are deferred: they go
+//! out in front of the next command and their replies are checked first,
+//! so they cost no round trip of their own. The plug-in, which closes the
+//! connection after its one decision, never sends the `UNWATCH` at all.
 
 use super::resp::{self, Reply, Source};
 use super::url::{Address, Server};
@@ -18,6 +26,9 @@ use std::time::{Duration, Instant};
 
 /// The longest reply line read (a status, an error, a length).
 const MAX_LINE: usize = 4096;
+/// How long socket timeouts, once set, serve before they are set again;
+/// they are set this much short of the deadline, so no call outlasts it.
+const REARM: Duration = Duration::from_millis(10);
 
 enum Stream {
     Unix(UnixStream),
@@ -34,14 +45,25 @@ pub struct Conn {
     shown: String,
     /// A read or write failed: the server is gone or stuck.
     broken: bool,
+    /// Encoded commands to send in front of the next ones, and their names
+    /// (their replies are read first; an error reply is an error).
+    deferred: Vec<u8>,
+    deferred_names: Vec<&'static str>,
+    /// When the socket timeouts were last set to the deadline less
+    /// `REARM`; `None` when they must be set before the next call.
+    armed: Option<Instant>,
 }
 
 impl Conn {
     /// Connects, authenticates and selects the database, all by `deadline`
-    /// (or sooner, by the address's `timeout`).
+    /// (or sooner, by the address's `timeout`); if there are any, a `PING`
+    /// makes the server answer the deferred `AUTH` and `SELECT` now.
     pub fn open(server: &Server, deadline: Instant) -> Result<Conn, Internal> {
         let mut conn = Conn::connect(server, deadline)?;
-        conn.hello(server)?;
+        conn.hello(server);
+        if !conn.deferred.is_empty() {
+            conn.call(&[b"PING"])?;
+        }
         Ok(conn)
     }
 
@@ -62,40 +84,39 @@ impl Conn {
         };
         Ok(Conn {
             stream,
-            buf: vec![0; 16 * 1024],
+            buf: vec![0; 4096],
             start: 0,
             end: 0,
             deadline,
             shown,
             broken: false,
+            deferred: Vec::new(),
+            deferred_names: Vec::new(),
+            armed: None,
         })
     }
 
-    /// `AUTH` and `SELECT` as the address asks, in one round trip.
-    pub fn hello(&mut self, server: &Server) -> Result<(), Internal> {
-        let conn = self;
-        let mut hello: Vec<Vec<&[u8]>> = Vec::new();
+    /// `AUTH` and `SELECT` as the address asks, deferred: sent with the
+    /// first command, whose round trip then answers them too. That first
+    /// command is always a read (`WATCH`/`MGET`, `SCAN`, `GET`): had
+    /// `SELECT` failed, it ran in database 0, where nothing may be written.
+    pub fn hello(&mut self, server: &Server) {
         if let Some(pw) = &server.password {
             match &server.user {
-                Some(u) => hello.push(vec![b"AUTH", u, pw]),
-                None => hello.push(vec![b"AUTH", pw]),
+                Some(u) => self.defer("AUTH", &[b"AUTH", u, pw]),
+                None => self.defer("AUTH", &[b"AUTH", pw]),
             }
         }
-        let db = server.db.to_string();
         if server.db != 0 {
-            hello.push(vec![b"SELECT", db.as_bytes()]);
+            let db = server.db.to_string();
+            self.defer("SELECT", &[b"SELECT", db.as_bytes()]);
         }
-        if hello.is_empty() {
-            return Ok(());
-        }
-        for (reply, cmd) in conn.pipeline(&hello)?.into_iter().zip(&hello) {
-            if let Reply::Error(e) = reply {
-                // AUTH's error never repeats the password; say which step.
-                let step = String::from_utf8_lossy(cmd[0]);
-                return Err(conn.error(&format!("{step}: {e}")));
-            }
-        }
-        Ok(())
+    }
+
+    /// Sends `args` in front of the next command; its reply is checked then.
+    pub fn defer(&mut self, name: &'static str, args: &[&[u8]]) {
+        resp::encode(&mut self.deferred, args);
+        self.deferred_names.push(name);
     }
 
     /// Whether the connection itself failed (no answer in time, closed,
@@ -107,6 +128,7 @@ impl Conn {
     /// Moves the deadline (a long-lived connection, one per request).
     pub fn set_deadline(&mut self, deadline: Instant) {
         self.deadline = deadline;
+        self.armed = None;
     }
 
     pub fn deadline(&self) -> Instant {
@@ -131,9 +153,11 @@ impl Conn {
     }
 
     /// Sends `cmds` in one write and reads one reply for each, error replies
-    /// included: one round trip however many commands.
+    /// included: one round trip however many commands (and any deferred
+    /// ones in front, whose error replies are errors).
     pub fn pipeline(&mut self, cmds: &[Vec<&[u8]>]) -> Result<Vec<Reply>, Internal> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.deferred);
+        let deferred = std::mem::take(&mut self.deferred_names);
         for c in cmds {
             resp::encode(&mut out, c);
         }
@@ -141,28 +165,56 @@ impl Conn {
             self.broken = true;
             return Err(self.error(&format!("write: {}", timed(e))));
         }
+        let mut failed = None;
+        for name in deferred {
+            let reply = resp::read(self).map_err(|e| self.error(&e))?;
+            if let (Reply::Error(e), None) = (reply, &failed) {
+                // AUTH's error never repeats the password; say which step.
+                failed = Some(self.error(&format!("{name}: {e}")));
+            }
+        }
         let mut replies = Vec::with_capacity(cmds.len());
         for _ in cmds {
             replies.push(resp::read(self).map_err(|e| self.error(&e))?);
         }
-        Ok(replies)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(replies),
+        }
     }
 
-    fn left(&self) -> io::Result<Duration> {
-        left(self.deadline)
+    /// Sets both socket timeouts so that a call started within `REARM`
+    /// from now ends by the deadline; unless they were set so already.
+    fn arm(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        if self.armed.is_some_and(|at| now < at + REARM) {
+            return Ok(());
+        }
+        let left = left(self.deadline)?;
+        // Close to the deadline, the whole rest, set again every call.
+        let (timeout, armed) = match left.checked_sub(REARM) {
+            Some(t) if t > REARM => (t, Some(now)),
+            _ => (left, None),
+        };
+        match &self.stream {
+            Stream::Unix(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+            }
+            Stream::Tcp(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+            }
+        }
+        self.armed = armed;
+        Ok(())
     }
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let left = self.left()?;
+        self.arm()?;
         match &mut self.stream {
-            Stream::Unix(s) => {
-                s.set_write_timeout(Some(left))?;
-                s.write_all(bytes)
-            }
-            Stream::Tcp(s) => {
-                s.set_write_timeout(Some(left))?;
-                s.write_all(bytes)
-            }
+            Stream::Unix(s) => s.write_all(bytes),
+            Stream::Tcp(s) => s.write_all(bytes),
         }
     }
 
@@ -176,19 +228,10 @@ impl Conn {
         if self.end == self.buf.len() {
             self.buf.resize(self.buf.len() * 2, 0);
         }
-        let got = (|| {
-            let left = self.left()?;
-            match &mut self.stream {
-                Stream::Unix(s) => {
-                    s.set_read_timeout(Some(left))?;
-                    s.read(&mut self.buf[self.end..])
-                }
-                Stream::Tcp(s) => {
-                    s.set_read_timeout(Some(left))?;
-                    s.read(&mut self.buf[self.end..])
-                }
-            }
-        })();
+        let got = self.arm().and_then(|()| match &mut self.stream {
+            Stream::Unix(s) => s.read(&mut self.buf[self.end..]),
+            Stream::Tcp(s) => s.read(&mut self.buf[self.end..]),
+        });
         if !matches!(&got, Ok(n) if *n > 0)
             && !matches!(&got, Err(e) if e.kind() == io::ErrorKind::Interrupted)
         {

@@ -120,19 +120,22 @@ pub fn transact<R>(
             _ => return Err(conn.error(&format!("WATCH/MGET answered {replies:?}"))),
         };
         let counters = values.iter().map(found).collect();
+        // A decision that fails or changes nothing leaves the keys watched:
+        // the UNWATCH goes out with the connection's next command (the
+        // plug-in closes it instead, which unwatches too).
         let (result, changes) = match decide(counters) {
             Ok(done) => done,
             Err(e) => {
-                let _ = conn.call(&[b"UNWATCH"]);
+                conn.defer("UNWATCH", &[b"UNWATCH"]);
                 return Err(e);
             }
         };
         if changes.len() != keys.len() {
-            let _ = conn.call(&[b"UNWATCH"]);
+            conn.defer("UNWATCH", &[b"UNWATCH"]);
             return Err(conn.error("a decision gave not one change per counter; none changed"));
         }
         if changes.iter().all(|c| *c == Change::Keep) {
-            conn.call(&[b"UNWATCH"])?;
+            conn.defer("UNWATCH", &[b"UNWATCH"]);
             return Ok(result);
         }
         if commit(conn, keys, &changes)? {
