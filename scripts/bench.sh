@@ -19,7 +19,10 @@
 #
 # With redis-server installed, the 10-line case runs again with the counters
 # in Redis (OVERLIMIT_REDIS), on a unix socket and on TCP loopback, against a
-# private server the script starts in its temporary directory.
+# private server the script starts in its temporary directory; and beside
+# them the floor of any Redis client, a static C program that connects to
+# the socket, sends one PING and reads the answer (case `redis-ping`): the
+# plug-in needs two round trips (read under WATCH, then MULTI/EXEC).
 #
 # Targets: ratio <= 1.15 at 10 lines, <= 1.3 at 1,000,000 lines (cdb) and
 # with Redis on a unix socket; peak
@@ -82,6 +85,8 @@ generate() {
 # medians over all runs of all batches, in seconds.
 measure() {
   dir=$TMP/$1
+  program=$PLUGIN
+  [ ! -f "$dir/program" ] || program=$(cat "$dir/program")
   set -- env -i RELAYCLIENT= SMTPAUTHUSER=bench@bench.example \
     TCPREMOTEIP=192.0.2.10 RECIPIENT=someone@remote.example \
     RELAYLIMITS="$dir/relaylimits" OVERLIMITDIR="$dir/overlimit"
@@ -92,7 +97,7 @@ measure() {
   while [ "$b" -le "$BATCHES" ]; do
     "$@" hyperfine -N -i --style none --warmup "$((WARMUP / BATCHES + 1))" \
       --runs "$((RUNS / BATCHES))" --export-json "$dir/batch$b.json" \
-      "$FLOOR" "$PLUGIN" >/dev/null 2>&1
+      "$FLOOR" "$program" >/dev/null 2>&1
     b=$((b + 1))
   done
   medians=$(jq -rs '. as $all | [0, 1] | map(. as $i
@@ -102,7 +107,7 @@ measure() {
   rm -f "$dir"/batch*.json
   peak=0
   for _ in 1 2 3 4 5; do
-    kib=$("$@" /usr/bin/time -f %M "$PLUGIN" 2>&1 >/dev/null | tail -n 1)
+    kib=$("$@" /usr/bin/time -f %M "$program" 2>&1 >/dev/null | tail -n 1)
     [ "$kib" -gt "$peak" ] && peak=$kib
   done
   echo "$medians $peak"
@@ -124,7 +129,25 @@ if command -v redis-server >/dev/null; then
     mkdir -p "$TMP/10-${c%%:*}/overlimit"
     echo "${c#*:}" >"$TMP/10-${c%%:*}/redis-url"
   done
-  CASES="$CASES 10-redisunix:10:text 10-redistcp:10:text"
+  cat >"$TMP/ping.c" <<EOF
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+int main(void) {
+  struct sockaddr_un a = { .sun_family = AF_UNIX, .sun_path = "$TMP/redis.sock" };
+  char reply[64];
+  int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) return 1;
+  if (write(s, "PING\\r\\n", 6) != 6) return 1;
+  return read(s, reply, sizeof reply) == 7 && memcmp(reply, "+PONG", 5) == 0 ? 0 : 1;
+}
+EOF
+  gcc -O2 -static -o "$TMP/ping" "$TMP/ping.c"
+  mkdir -p "$TMP/redis-ping/overlimit"
+  echo "$TMP/ping" >"$TMP/redis-ping/program"
+  "$TMP/ping" || { echo "the PING client failed against the private server"; exit 1; }
+  CASES="$CASES 10-redisunix:10:text 10-redistcp:10:text redis-ping:10:text"
 else
   echo "redis-server not installed: the Redis cases are left out"
 fi
@@ -168,6 +191,7 @@ text_row=$(RUNS=20 WARMUP=2 BATCHES=2 measure 1000000-text)
 capped="softlimit -m 2000000:"
 for c in $CASES 1000000-text; do
   dir=$TMP/${c%%:*}
+  [ ! -f "$dir/program" ] || continue
   code=0
   redis=
   [ ! -f "$dir/redis-url" ] || redis=$(cat "$dir/redis-url")
@@ -212,6 +236,8 @@ awk -v rounds="$ROUNDS" -v text_row="$text_row" '
       mem = (peak[name] < 4096 ? "" : " MEMORY OVER 4 MiB"); if (peak[name] >= 4096) ok = 0
       printf "%-9s %-6s %11.3f %12.3f %7.3f %6.3f..%-6.3f %10d  %s%s\n", part[1], part[2], f, p, r, min[name], max[name], peak[name], verdict, mem
     }
+    if (("10-redisunix" in seen) && ("redis-ping" in seen))
+      printf "\nRedis on a unix socket: the plug-in costs %.3fx a client that only connects and sends one PING\n", ps["10-redisunix"] / ps["redis-ping"]
     split(text_row, t3, " ")
     printf "%-9s %-6s %11.3f %12.3f %7.3f %13s %10d  (for comparison, 20 runs)\n", "1000000", "text", t3[1] * 1000, t3[2] * 1000, t3[2] / t3[1], "", t3[3]
     printf "\nmedians averaged over %d round(s); min..max: the ratio in each round\n", rounds

@@ -16,8 +16,8 @@
 use overlimit::admit::{self, Target};
 use overlimit::client::{printable, Client};
 use overlimit::config::{installed_store, DEFAULT_CONTROL, DEFAULT_DIR};
+use overlimit::decision::{self, Asked, Decided};
 use overlimit::error::Internal;
-use overlimit::journal;
 use overlimit::local::deliverer::{Ended, Invocation};
 use overlimit::local::privilege::{self, Caller};
 use overlimit::local::senders::{self, DEFAULT_SENDERS};
@@ -279,22 +279,22 @@ enum Counted {
 
 fn count(who: &Who, n: u64) -> Result<Counted, Internal> {
     let control = Path::new(DEFAULT_CONTROL);
-    let mut notes = Vec::new();
-    let resolved = lookup::resolve(control, &who.client, &mut notes);
-    for note in &notes {
-        log::line(NAME, &format!("{}: {note}", control.display()));
-    }
-    let targets = admit::targets(&who.client, &resolved?);
     let at = Time::now();
-    let deadline = Instant::now() + LOCK_WAIT;
-    let mut store = installed_store()?;
-    let result = admit::admit_n(&mut store, &targets, at, deadline, false, n)?;
-    for note in &result.notes {
-        log::line(NAME, note);
-    }
-    journal::record(Path::new(DEFAULT_DIR), &result, at.secs(), |m| {
-        log::line(NAME, m)
-    });
+    let asked = Asked {
+        client: &who.client,
+        control,
+        dir: Path::new(DEFAULT_DIR),
+        n,
+        now: at,
+        deadline: Instant::now() + LOCK_WAIT,
+        monitor: false,
+    };
+    let Decided { result, targets } = decision::decide(
+        &asked,
+        |notes| lookup::resolve(control, &who.client, notes),
+        &mut installed_store()?,
+        &mut |m| log::line(NAME, m),
+    )?;
     if result.accepted() {
         return Ok(Counted::Yes { targets, at });
     }

@@ -15,11 +15,11 @@
 // Under `cargo test` the test harness supplies `main`; see the C `main` below.
 #![cfg_attr(not(test), no_main)]
 
-use overlimit::admit::{self, Full};
+use overlimit::admit::Full;
 use overlimit::client::{printable, shown, Client};
 use overlimit::config::Config;
+use overlimit::decision::{self, Asked};
 use overlimit::error::Internal;
-use overlimit::journal;
 use overlimit::log;
 use overlimit::lookup;
 use overlimit::process::{self, ExitOnOom};
@@ -165,24 +165,23 @@ fn run(started: Instant) -> i32 {
 
 fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
     let client = client().ok_or(Internal::NoClient)?;
-    let mut notes = Vec::new();
-    let resolved = lookup::resolve(&config.control, &client, &mut notes);
-    for n in &notes {
-        log::line(NAME, &format!("{}: {n}", config.control.display()));
-    }
-    let targets = admit::targets(&client, &resolved?);
     let now = Time::now();
-    let result = admit::admit(
-        &mut config.store()?,
-        &targets,
+    let asked = Asked {
+        client: &client,
+        control: &config.control,
+        dir: &config.dir,
+        n: 1,
         now,
-        started + LOCK_WAIT,
-        config.monitor,
-    )?;
-    for n in &result.notes {
-        log::line(NAME, n);
-    }
-    journal::record(&config.dir, &result, now.secs(), |m| log::line(NAME, m));
+        deadline: started + LOCK_WAIT,
+        monitor: config.monitor,
+    };
+    let result = decision::decide(
+        &asked,
+        |notes| lookup::resolve(&config.control, &client, notes),
+        &mut config.store()?,
+        &mut |m| log::line(NAME, m),
+    )?
+    .result;
     if result.accepted() {
         return Ok(GO_ON);
     }

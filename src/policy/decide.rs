@@ -1,15 +1,16 @@
 //! The answer to one request: the front end's whole job, over the same
-//! engine calls as rcptcheck-overlimit (client, lookup, targets, admit), so
-//! both programs count one client on one counter under one limit.
+//! engine decision as rcptcheck-overlimit (`decision::decide`), so both
+//! programs count one client on one counter under one limit.
 
 use super::cache::Cache;
 use super::logger::Logger;
 use super::reply::{refusal_log, refusal_text, Action, DUNNO, TEMPORARY_ERROR};
 use super::request::Request;
-use crate::admit::{self, Full};
+use crate::admit::Full;
 use crate::backend::Pool;
 use crate::client::Client;
 use crate::config::Config;
+use crate::decision::{self, Asked};
 use crate::error::Internal;
 use crate::store::LOCK_WAIT;
 use std::ffi::OsStr;
@@ -110,21 +111,28 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
     let client = Client::from_name(name).ok_or_else(|| {
         Internal::other("no client: the request has neither sasl_username nor client_address")
     })?;
-    let mut notes = Vec::new();
-    let resolved = lookups.resolve(&config.control, &client, &mut notes);
-    for n in &notes {
-        logger.line(&format!("{}: {n}", config.control.display()));
-    }
-    let targets = admit::targets(&client, &resolved?);
-    let turn = turns.take(&client.name());
     let now = crate::time::Time::now();
+    let asked = Asked {
+        client: &client,
+        control: &config.control,
+        dir: &config.dir,
+        n: 1,
+        now,
+        deadline: started + LOCK_WAIT,
+        monitor: config.monitor,
+    };
+    let turn = turns.take(&client.name());
     let result = stores
-        .with(|store| admit::admit(store, &targets, now, started + LOCK_WAIT, config.monitor))?;
+        .with(|store| {
+            decision::decide(
+                &asked,
+                |notes| lookups.resolve(&config.control, &client, notes),
+                store,
+                &mut |m| logger.line(m),
+            )
+        })?
+        .result;
     drop(turn);
-    for n in &result.notes {
-        logger.line(n);
-    }
-    crate::journal::record(&config.dir, &result, now.secs(), |m| logger.line(m));
     if result.accepted() {
         return Ok(DUNNO.to_string());
     }
