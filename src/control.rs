@@ -2,7 +2,7 @@
 //! read it (`#` starts a comment anywhere, all white space dropped) but split at
 //! the last colon and matched exactly.
 
-use crate::bytes::{find, find_last};
+use crate::bytes::find_last;
 pub use crate::client::{range_spelled, Net};
 use crate::limits::{LimitError, Limits};
 use std::fmt;
@@ -79,14 +79,75 @@ impl fmt::Display for LineError {
 /// Strips the comment and every white-space byte of `raw` into `out`; returns
 /// false for a line left empty, which is skipped.
 pub fn clean(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    let (end, spaced) = comment_and_space(raw);
     out.clear();
-    let end = find(b'#', raw).unwrap_or(raw.len());
-    // Copied a run at a time: most lines hold no white space at all.
-    for run in raw[..end].split(u8::is_ascii_whitespace) {
-        out.extend_from_slice(run);
+    if spaced {
+        strip_into(&raw[..end], out);
+    } else {
+        out.extend_from_slice(&raw[..end]);
     }
     !out.is_empty()
 }
+
+/// As `clean`, but copies only a line that has white space before its
+/// comment: the others (most lines) are returned as a part of `raw`, which
+/// spares the plug-in's scan a copy of every line. The result may be empty.
+pub fn cleaned<'a>(raw: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
+    let (end, spaced) = comment_and_space(raw);
+    if !spaced {
+        return &raw[..end];
+    }
+    strip_into(&raw[..end], out);
+    out
+}
+
+/// Where the comment of `raw` starts (its length without one), and whether
+/// white space comes before it: one pass for both things cleaning looks
+/// for, which most lines have neither of.
+fn comment_and_space(raw: &[u8]) -> (usize, bool) {
+    let mut spaced = false;
+    for (i, &b) in raw.iter().enumerate() {
+        match STRIPPED[usize::from(b)] {
+            Strip::Keep => {}
+            Strip::Space => spaced = true,
+            Strip::Comment => return (i, spaced),
+        }
+    }
+    (raw.len(), spaced)
+}
+
+/// Copies `text` into `out` without its white space, a run at a time: what
+/// there is of it is mostly a few blanks.
+fn strip_into(text: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for run in text.split(u8::is_ascii_whitespace) {
+        out.extend_from_slice(run);
+    }
+}
+
+/// What cleaning does with a byte.
+#[derive(Clone, Copy)]
+enum Strip {
+    Keep,
+    Space,
+    Comment,
+}
+
+/// Each byte's `Strip`, looked up rather than compared, since the scan asks
+/// it of every byte of the file: white space as `u8::is_ascii_whitespace`
+/// has it, and `#`.
+const STRIPPED: [Strip; 256] = {
+    let mut table = [Strip::Keep; 256];
+    let mut b = 0;
+    while b < 256 {
+        if (b as u8).is_ascii_whitespace() {
+            table[b] = Strip::Space;
+        }
+        b += 1;
+    }
+    table[b'#' as usize] = Strip::Comment;
+    table
+};
 
 /// Splits a cleaned line at its last colon.
 pub fn split(line: &[u8]) -> Result<(&[u8], &[u8]), LineError> {

@@ -9,7 +9,7 @@ use crate::bytes::find;
 use crate::client::Net;
 use crate::client::{parse_ip, printable, Client};
 use crate::compiled::{self, Compiled};
-use crate::control::{classify, clean, split, write_key, Kind};
+use crate::control::{classify, cleaned, split, write_key, Kind};
 use crate::counted::Counted;
 use crate::error::{fail, Internal};
 use crate::limits::Limits;
@@ -158,12 +158,16 @@ pub fn open_text(control: &Path) -> Result<Option<File>, Internal> {
 pub struct TooLong;
 
 /// Calls `f` with each line's number and bytes (without its newline), reading
-/// in 64 KiB blocks so that memory stays flat for any file.
+/// in 64 KiB blocks so that memory stays flat for any file. A line is handed
+/// over where it lies in the block; only one that spans two blocks is
+/// copied, since the plug-in's scan reads every line of the file.
 pub fn for_each_line<F>(file: File, mut f: F) -> io::Result<()>
 where
     F: FnMut(usize, Result<&[u8], TooLong>),
 {
     let mut r = BufReader::with_capacity(64 * 1024, file);
+    // The start of a line the last block ended in, and whether it is
+    // already too long to keep.
     let mut line = Vec::new();
     let mut too_long = false;
     let mut number = 0;
@@ -176,22 +180,29 @@ where
             }
             return Ok(());
         }
-        let (part, used, ends) = match find(b'\n', buf) {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
-        };
-        if line.len() + part.len() > MAX_LINE {
-            too_long = true;
-        } else if !too_long {
-            line.extend_from_slice(part);
-        }
-        r.consume(used);
-        if ends {
+        let mut rest = buf;
+        while let Some(i) = find(b'\n', rest) {
+            let part = &rest[..i];
+            rest = &rest[i + 1..];
             number += 1;
-            f(number, if too_long { Err(TooLong) } else { Ok(&line) });
+            if too_long || line.len() + part.len() > MAX_LINE {
+                f(number, Err(TooLong));
+            } else if line.is_empty() {
+                f(number, Ok(part));
+            } else {
+                line.extend_from_slice(part);
+                f(number, Ok(&line));
+            }
             line.clear();
             too_long = false;
         }
+        if line.len() + rest.len() > MAX_LINE {
+            too_long = true;
+        } else if !too_long {
+            line.extend_from_slice(rest);
+        }
+        let used = buf.len();
+        r.consume(used);
     }
 }
 
@@ -208,6 +219,7 @@ struct Scan {
     v4: Vec<u32>,
     v6: Vec<u128>,
     kept: Kept,
+    /// Where a line with white space is cleaned into.
     line: Vec<u8>,
     /// The current line's canonical key, once known.
     key: Vec<u8>,
@@ -275,11 +287,12 @@ impl Scan {
     }
 
     fn line(&mut self, number: usize, raw: &[u8], notes: &mut Vec<String>) {
-        let mut line = std::mem::take(&mut self.line);
-        if clean(raw, &mut line) {
-            self.keep(number, &line, notes);
+        let mut spare = std::mem::take(&mut self.line);
+        let line = cleaned(raw, &mut spare);
+        if !line.is_empty() {
+            self.keep(number, line, notes);
         }
-        self.line = line;
+        self.line = spare;
     }
 
     fn keep(&mut self, number: usize, line: &[u8], notes: &mut Vec<String>) {
@@ -407,5 +420,50 @@ impl Scan {
                 any(&self.v6, low, low | host)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines handed over in place and lines that span two blocks, too long
+    /// ones among them, read as splitting the whole file at its newlines.
+    #[test]
+    fn lines_across_blocks_read_as_the_file_split_at_newlines() {
+        let dir = std::env::temp_dir().join(format!("overlimit-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("text");
+        let lengths = [0, 1, 25, MAX_LINE, MAX_LINE + 1, 70_000, 3, 64 * 1024 - 30, 40];
+        let mut seed = 7u32;
+        for ends_in_newline in [true, false] {
+            let mut text = Vec::new();
+            for round in 0..40 {
+                let len = lengths[(round * 5 + seed as usize) % lengths.len()];
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                text.extend((0..len).map(|i| b'a' + ((i + round) % 26) as u8));
+                text.push(b'\n');
+            }
+            if !ends_in_newline {
+                text.extend_from_slice(b"last");
+            }
+            std::fs::write(&path, &text).unwrap();
+            let mut read = Vec::new();
+            for_each_line(File::open(&path).unwrap(), |n, line| {
+                read.push((n, line.map(<[u8]>::to_vec).map_err(|TooLong| ())));
+            })
+            .unwrap();
+            let mut parts: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+            if ends_in_newline {
+                parts.pop();
+            }
+            let want: Vec<_> = (1..)
+                .zip(parts)
+                .map(|(n, p)| (n, if p.len() > MAX_LINE { Err(()) } else { Ok(p.to_vec()) }))
+                .collect();
+            assert_eq!(read.len(), want.len());
+            assert!(read == want, "lines differ");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
