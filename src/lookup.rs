@@ -70,28 +70,6 @@ pub fn open(
     Ok(Source::Text(scan.kept))
 }
 
-/// Digits and dots only: a key that is the same in canonical form.
-fn is_dotted(key: &[u8]) -> bool {
-    key.iter().all(|b| b.is_ascii_digit() || *b == b'.')
-}
-
-/// Written with the bytes of an address only, which `parse_ip` may take.
-fn is_address_like(key: &[u8]) -> bool {
-    key.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
-}
-
-/// How long the canonical key of a login, a domain or the default is: as
-/// long as written (`login_into` and lower-casing keep the length), its
-/// prefix included.
-fn written_length(kind: Kind<'_>) -> usize {
-    match kind {
-        Kind::Client(c) => c.len(),
-        Kind::DomainUsers(d) => d.len() + 2,
-        Kind::Domain(d) => d.len() + 1,
-        Kind::Default | Kind::Range { .. } | Kind::RangeAggregate { .. } => 0,
-    }
-}
-
 /// Where the lines of one lookup come from.
 pub enum Source {
     Compiled(Compiled),
@@ -363,8 +341,9 @@ impl Scan {
                 None => self.has_length(c.len()) && self.build(kind),
             },
             // Logins and domains keep their length in canonical form. So do
-            // address spellings, when no address is wanted, unless they
-            // parse as an address: then no wanted key is theirs anyway.
+            // address spellings when no address is wanted, unless they parse
+            // as one: then no wanted key is theirs at any length, since a
+            // user's name never parses as an address (`Client::from_login`).
             Kind::Default | Kind::Client(_) | Kind::DomainUsers(_) | Kind::Domain(_) => {
                 self.has_length(written_length(kind)) && self.build(kind)
             }
@@ -423,6 +402,29 @@ impl Scan {
     }
 }
 
+/// Digits and dots only: a key that is the same in canonical form.
+fn is_dotted(key: &[u8]) -> bool {
+    key.iter().all(|b| b.is_ascii_digit() || *b == b'.')
+}
+
+/// Written with the bytes of an address only, which `parse_ip` may take.
+fn is_address_like(key: &[u8]) -> bool {
+    key.iter()
+        .all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
+}
+
+/// How long the canonical key of a login, a domain or the default is: as
+/// long as written (`login_into` and lower-casing keep the length), its
+/// prefix included.
+fn written_length(kind: Kind<'_>) -> usize {
+    match kind {
+        Kind::Client(c) => c.len(),
+        Kind::DomainUsers(d) => d.len() + 2,
+        Kind::Domain(d) => d.len() + 1,
+        Kind::Default | Kind::Range { .. } | Kind::RangeAggregate { .. } => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,10 +433,18 @@ mod tests {
     /// ones among them, read as splitting the whole file at its newlines.
     #[test]
     fn lines_across_blocks_read_as_the_file_split_at_newlines() {
-        let dir = std::env::temp_dir().join(format!("overlimit-lines-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("text");
-        let lengths = [0, 1, 25, MAX_LINE, MAX_LINE + 1, 70_000, 3, 64 * 1024 - 30, 40];
+        let path = std::env::temp_dir().join(format!("overlimit-lines-{}", std::process::id()));
+        let lengths = [
+            0,
+            1,
+            25,
+            MAX_LINE,
+            MAX_LINE + 1,
+            70_000,
+            3,
+            64 * 1024 - 30,
+            40,
+        ];
         let mut seed = 7u32;
         for ends_in_newline in [true, false] {
             let mut text = Vec::new();
@@ -449,21 +459,30 @@ mod tests {
             }
             std::fs::write(&path, &text).unwrap();
             let mut read = Vec::new();
-            for_each_line(File::open(&path).unwrap(), |n, line| {
+            let done = for_each_line(File::open(&path).unwrap(), |n, line| {
                 read.push((n, line.map(<[u8]>::to_vec).map_err(|TooLong| ())));
-            })
-            .unwrap();
+            });
+            std::fs::remove_file(&path).unwrap();
+            done.unwrap();
             let mut parts: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
             if ends_in_newline {
                 parts.pop();
             }
             let want: Vec<_> = (1..)
                 .zip(parts)
-                .map(|(n, p)| (n, if p.len() > MAX_LINE { Err(()) } else { Ok(p.to_vec()) }))
+                .map(|(n, p)| {
+                    (
+                        n,
+                        if p.len() > MAX_LINE {
+                            Err(())
+                        } else {
+                            Ok(p.to_vec())
+                        },
+                    )
+                })
                 .collect();
             assert_eq!(read.len(), want.len());
             assert!(read == want, "lines differ");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -777,6 +777,23 @@ proptest! {
         prop_assert_eq!(notes.len() > noted.len(), bad.len() > MAX_NOTES, "{:?}", notes);
     }
 
+    /// Digits and dots are their own canonical key, an address or not: the
+    /// standard parser takes dotted decimal only as it prints it (no
+    /// leading zeros, four parts), which the scan relies on to pass such
+    /// lines over without parsing them.
+    #[test]
+    fn dotted_keys_are_their_own_canonical_key(
+        key in prop_oneof![
+            "[0-9.]{1,16}",
+            (0u16..300, 0u16..300, 0u16..300, 0u16..300, 0usize..3).prop_map(|(a, b, c, d, zeros)| {
+                format!("{}{a}.{b}.{c}.{d}", "0".repeat(zeros))
+            }),
+        ],
+    ) {
+        let (parsed, _) = Key::parse(key.as_bytes()).unwrap();
+        prop_assert_eq!(parsed.to_bytes(), key.as_bytes());
+    }
+
     /// A line cleaned in place is the line `clean` copies.
     #[test]
     fn cleaned_in_place_is_cleaned_by_copy(raw in prop::collection::vec(line_byte(), 0..60)) {
