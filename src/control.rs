@@ -2,7 +2,7 @@
 //! read it (`#` starts a comment anywhere, all white space dropped) but split at
 //! the last colon and matched exactly.
 
-use crate::bytes::find_last;
+use crate::bytes::{find, find_last};
 pub use crate::client::{range_spelled, Net};
 use crate::limits::{LimitError, Limits};
 use std::fmt;
@@ -102,59 +102,35 @@ pub fn cleaned<'a>(raw: &'a [u8], out: &'a mut Vec<u8>) -> &'a [u8] {
 }
 
 /// Where the comment of `raw` starts (its length without one), and whether
-/// white space comes before it: one pass for both things cleaning looks
-/// for, which most lines have neither of.
+/// white space comes before it. Each pass has no branch per byte, which the
+/// compiler turns into vector compares: the scan asks this of every line.
 fn comment_and_space(raw: &[u8]) -> (usize, bool) {
     // White space and `#` are all below `$`, and most lines hold no byte
-    // that is: a pass without a branch per byte (vector compares, once
-    // compiled) tells so before the byte-by-byte one.
+    // that is.
     let low = raw.iter().fold(false, |low, &b| low | (b < b'$'));
     if !low {
         return (raw.len(), false);
     }
-    let mut spaced = false;
-    for (i, &b) in raw.iter().enumerate() {
-        match STRIPPED[usize::from(b)] {
-            Strip::Keep => {}
-            Strip::Space => spaced = true,
-            Strip::Comment => return (i, spaced),
-        }
-    }
-    (raw.len(), spaced)
+    let end = find(b'#', raw).unwrap_or(raw.len());
+    let spaced = raw[..end]
+        .iter()
+        .fold(false, |spaced, b| spaced | b.is_ascii_whitespace());
+    (end, spaced)
 }
 
-/// Copies `text` into `out` without its white space, a run at a time: what
-/// there is of it is mostly a few blanks.
+/// Copies `text` into `out` without its white space: every byte is written
+/// and only the others advance, so there is no branch per byte nor a copy
+/// per run between blanks (a windows line has several).
 fn strip_into(text: &[u8], out: &mut Vec<u8>) {
     out.clear();
-    for run in text.split(u8::is_ascii_whitespace) {
-        out.extend_from_slice(run);
+    out.resize(text.len(), 0);
+    let mut kept = 0;
+    for &b in text {
+        out[kept] = b;
+        kept += usize::from(!b.is_ascii_whitespace());
     }
+    out.truncate(kept);
 }
-
-/// What cleaning does with a byte.
-#[derive(Clone, Copy)]
-enum Strip {
-    Keep,
-    Space,
-    Comment,
-}
-
-/// Each byte's `Strip`, looked up rather than compared, since the scan asks
-/// it of every byte of the file: white space as `u8::is_ascii_whitespace`
-/// has it, and `#`.
-const STRIPPED: [Strip; 256] = {
-    let mut table = [Strip::Keep; 256];
-    let mut b = 0;
-    while b < 256 {
-        if (b as u8).is_ascii_whitespace() {
-            table[b] = Strip::Space;
-        }
-        b += 1;
-    }
-    table[b'#' as usize] = Strip::Comment;
-    table
-};
 
 /// Splits a cleaned line at its last colon.
 pub fn split(line: &[u8]) -> Result<(&[u8], &[u8]), LineError> {
