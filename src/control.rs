@@ -265,8 +265,8 @@ impl Key {
 }
 
 /// Writes the canonical key of a classified left-hand side into `out`, the
-/// bytes of `Key::from_kind(kind, atchars).to_bytes()` without allocating
-/// for most lines: the plug-in's text scan calls it on every line.
+/// bytes of `Key::from_kind(kind, atchars).to_bytes()` in a buffer that the
+/// text scan reuses for every line whose key it needs.
 pub fn write_key(kind: Kind<'_>, atchars: &[u8], out: &mut Vec<u8>) {
     let lower = |prefix: &[u8], d: &[u8], out: &mut Vec<u8>| {
         out.clear();
@@ -276,23 +276,23 @@ pub fn write_key(kind: Kind<'_>, atchars: &[u8], out: &mut Vec<u8>) {
     match kind {
         Kind::Default => out.clear(),
         Kind::Client(c) => match crate::client::parse_ip(c) {
-            Some(ip) => {
-                out.clear();
-                out.extend_from_slice(ip.to_string().as_bytes());
-            }
+            Some(ip) => shown_into(format_args!("{ip}"), out),
             None => crate::client::login_into(c, atchars, out),
         },
         Kind::DomainUsers(d) => lower(b"*@", d, out),
         Kind::Domain(d) => lower(b"@", d, out),
-        Kind::Range { net, .. } => {
-            out.clear();
-            out.extend_from_slice(net.to_string().as_bytes());
-        }
-        Kind::RangeAggregate { net, .. } => {
-            out.clear();
-            out.extend_from_slice(format!("@{net}").as_bytes());
-        }
+        Kind::Range { net, .. } => shown_into(format_args!("{net}"), out),
+        Kind::RangeAggregate { net, .. } => shown_into(format_args!("@{net}"), out),
     }
+}
+
+/// Writes `shown` into `out` in place of what it held, without a string
+/// of its own: `status` asks for every range's key when it counts ranges.
+fn shown_into(shown: fmt::Arguments<'_>, out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.clear();
+    // Writing to a `Vec` cannot fail.
+    let _ = out.write_fmt(shown);
 }
 
 /// A client's name as a key: an address in canonical form, else the login
