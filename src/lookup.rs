@@ -310,8 +310,10 @@ impl Scan {
     /// address"; the plug-in asks it of every line, so each kind is first
     /// put to the cheapest test that can only reject lines the truth would
     /// reject: no key is built unless a wanted key is as long as the line's
-    /// would be, no address is parsed unless addresses are wanted, and no
-    /// range is written out unless it is kept.
+    /// would be, no address line is parsed unless addresses are wanted, and
+    /// no range is written out unless it is kept. (A range is still parsed
+    /// by `classify`, on every line, so that a bad one is noted whoever the
+    /// client is.)
     fn wanted(&mut self, kind: Kind<'_>) -> bool {
         let addresses = !(self.v4.is_empty() && self.v6.is_empty());
         match kind {
