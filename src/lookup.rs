@@ -7,9 +7,9 @@
 
 use crate::bytes::find;
 use crate::client::Net;
-use crate::client::{printable, Client};
+use crate::client::{parse_ip, printable, Client};
 use crate::compiled::{self, Compiled};
-use crate::control::{classify, clean, split, write_key, Kind};
+use crate::control::{classify, cleaned, split, write_key, Kind};
 use crate::counted::Counted;
 use crate::error::{fail, Internal};
 use crate::limits::Limits;
@@ -68,53 +68,6 @@ pub fn open(
         ));
     }
     Ok(Source::Text(scan.kept))
-}
-
-/// What the wanted keys of its length say of a line's key.
-enum Known {
-    /// It is one of them (now in the key buffer).
-    Wanted,
-    Unwanted,
-    /// Too many to compare: build the key and look it up.
-    Unknown,
-}
-
-/// Compares a line's key in place with the few wanted keys of its length
-/// (`is` tells a match), which spares most lines a copy and a hash.
-fn among(
-    by_length: &[Vec<Vec<u8>>],
-    len: usize,
-    key: &mut Vec<u8>,
-    is: impl Fn(&[u8]) -> bool,
-) -> Known {
-    const FEW: usize = 4;
-    match by_length.get(len) {
-        None => Known::Unwanted,
-        Some(candidates) if candidates.len() > FEW => Known::Unknown,
-        Some(candidates) => match candidates.iter().find(|k| is(k)) {
-            Some(k) => {
-                key.clone_from(k);
-                Known::Wanted
-            }
-            None => Known::Unwanted,
-        },
-    }
-}
-
-/// Whether `login` (as a line writes it) is the canonical login `key`.
-fn login_matches(login: &[u8], key: &[u8], atchars: &[u8]) -> bool {
-    login.eq_ignore_ascii_case(key)
-        || (!login.contains(&b'@') && {
-            let mut canonical = Vec::with_capacity(login.len());
-            crate::client::login_into(login, atchars, &mut canonical);
-            canonical == key
-        })
-}
-
-/// Whether `key` is `prefix` followed by `domain` in any case.
-fn domain_is(key: &[u8], prefix: &[u8], domain: &[u8]) -> bool {
-    key.strip_prefix(prefix)
-        .is_some_and(|d| d.eq_ignore_ascii_case(domain))
 }
 
 /// Where the lines of one lookup come from.
@@ -183,12 +136,16 @@ pub fn open_text(control: &Path) -> Result<Option<File>, Internal> {
 pub struct TooLong;
 
 /// Calls `f` with each line's number and bytes (without its newline), reading
-/// in 64 KiB blocks so that memory stays flat for any file.
+/// in 64 KiB blocks so that memory stays flat for any file. A line is handed
+/// over where it lies in the block; only one that spans two blocks is
+/// copied, since the plug-in's scan reads every line of the file.
 pub fn for_each_line<F>(file: File, mut f: F) -> io::Result<()>
 where
     F: FnMut(usize, Result<&[u8], TooLong>),
 {
     let mut r = BufReader::with_capacity(64 * 1024, file);
+    // The start of a line the last block ended in, and whether it is
+    // already too long to keep.
     let mut line = Vec::new();
     let mut too_long = false;
     let mut number = 0;
@@ -201,22 +158,29 @@ where
             }
             return Ok(());
         }
-        let (part, used, ends) = match find(b'\n', buf) {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
-        };
-        if line.len() + part.len() > MAX_LINE {
-            too_long = true;
-        } else if !too_long {
-            line.extend_from_slice(part);
-        }
-        r.consume(used);
-        if ends {
+        let mut rest = buf;
+        while let Some(i) = find(b'\n', rest) {
+            let part = &rest[..i];
+            rest = &rest[i + 1..];
             number += 1;
-            f(number, if too_long { Err(TooLong) } else { Ok(&line) });
+            if too_long || line.len() + part.len() > MAX_LINE {
+                f(number, Err(TooLong));
+            } else if line.is_empty() {
+                f(number, Ok(part));
+            } else {
+                line.extend_from_slice(part);
+                f(number, Ok(&line));
+            }
             line.clear();
             too_long = false;
         }
+        if line.len() + rest.len() > MAX_LINE {
+            too_long = true;
+        } else if !too_long {
+            line.extend_from_slice(rest);
+        }
+        let used = buf.len();
+        r.consume(used);
     }
 }
 
@@ -225,18 +189,20 @@ struct Scan {
     atchars: Vec<u8>,
     /// The keys (`Key::to_bytes`) that concern a wanted counter.
     keys: HashSet<Vec<u8>>,
-    /// `by_length[n]`: the wanted keys `n` bytes long. A login's canonical
-    /// key is as long as the line's, so a line is compared in place with the
-    /// few wanted keys of its length (the plug-in's case), and copied and
-    /// hashed only where there are many (`status`).
+    /// `by_length[n]`: the wanted keys `n` bytes long. Most lines' canonical
+    /// keys are as long as written, so a line whose length no wanted key has
+    /// is passed over without building its key.
     by_length: Vec<Vec<Vec<u8>>>,
     /// The wanted addresses, sorted, for the ranges that hold them.
     v4: Vec<u32>,
     v6: Vec<u128>,
     kept: Kept,
+    /// Where a line with white space is cleaned into.
     line: Vec<u8>,
     /// The current line's canonical key, once known.
     key: Vec<u8>,
+    /// Whether a wanted key holds a `/`, as every range's key does.
+    slashed: bool,
     /// Bad lines seen, and those of them past `MAX_NOTES`, not logged.
     bad: usize,
     unlogged: usize,
@@ -274,6 +240,7 @@ impl Scan {
             by_length[k.len()].push(k.clone());
         }
         Scan {
+            slashed: keys.iter().any(|k| k.contains(&b'/')),
             atchars: crate::client::atchars(),
             keys,
             by_length,
@@ -298,50 +265,27 @@ impl Scan {
     }
 
     fn line(&mut self, number: usize, raw: &[u8], notes: &mut Vec<String>) {
-        let mut line = std::mem::take(&mut self.line);
-        if clean(raw, &mut line) {
-            self.keep(number, &line, notes);
+        let mut spare = std::mem::take(&mut self.line);
+        let line = cleaned(raw, &mut spare);
+        if !line.is_empty() {
+            self.keep(number, line, notes);
         }
-        self.line = line;
+        self.line = spare;
     }
 
     fn keep(&mut self, number: usize, line: &[u8], notes: &mut Vec<String>) {
-        let (key, limits) = match split(line).and_then(|(k, l)| Ok((classify(k)?, l))) {
+        let (kind, limits) = match split(line).and_then(|(k, l)| Ok((classify(k)?, l))) {
             Ok(parts) => parts,
             Err(e) => return self.note(notes, || format!("line {number}: {e}; skipped")),
         };
-        let range = match key {
+        if !self.wanted(kind) {
+            return;
+        }
+        let range = match kind {
             Kind::Range { net, .. } => Some((net, false)),
             Kind::RangeAggregate { net, .. } => Some((net, true)),
             _ => None,
         };
-        let known = match key {
-            // An address may be written longer or shorter than canonical.
-            Kind::Client(c) if !c.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b)) => {
-                let atchars = &self.atchars;
-                among(&self.by_length, c.len(), &mut self.key, |k| {
-                    login_matches(c, k, atchars)
-                })
-            }
-            Kind::DomainUsers(d) => among(&self.by_length, d.len() + 2, &mut self.key, |k| {
-                domain_is(k, b"*@", d)
-            }),
-            Kind::Domain(d) => among(&self.by_length, d.len() + 1, &mut self.key, |k| {
-                domain_is(k, b"@", d)
-            }),
-            _ => Known::Unknown,
-        };
-        let wanted = match known {
-            Known::Wanted => true,
-            Known::Unwanted => false,
-            Known::Unknown => {
-                write_key(key, &self.atchars, &mut self.key);
-                self.keys.contains(&self.key) || range.is_some_and(|(n, _)| self.holds(n))
-            }
-        };
-        if !wanted {
-            return;
-        }
         match Limits::parse(limits) {
             Ok(limits) => {
                 if let Some((net, aggregate)) = range {
@@ -357,6 +301,85 @@ impl Scan {
                 let shown = printable(&self.key);
                 self.note(notes, || format!("line {number} ({shown}): {e}; skipped"));
             }
+        }
+    }
+
+    /// Whether a classified line concerns a wanted counter, leaving its
+    /// canonical key (`write_key`'s bytes) in `self.key` when it does. The
+    /// truth is "its key is a wanted key, or it is a range holding a wanted
+    /// address"; the plug-in asks it of every line, so each kind is first
+    /// put to the cheapest test that can only reject lines the truth would
+    /// reject: no key is built unless a wanted key is as long as the line's
+    /// would be, no address line is parsed unless addresses are wanted, and
+    /// no range is written out unless it is kept. (A range is still parsed
+    /// by `classify`, on every line, so that a bad one is noted whoever the
+    /// client is.)
+    fn wanted(&mut self, kind: Kind<'_>) -> bool {
+        let addresses = !(self.v4.is_empty() && self.v6.is_empty());
+        match kind {
+            Kind::Range { net, .. } | Kind::RangeAggregate { net, .. } => {
+                // A range's key holds a `/`, so only a wanted key with one
+                // (a range's counter, a login read with `/` as itself) can
+                // be it.
+                let holds = self.holds(net);
+                (holds || self.slashed) && {
+                    let listed = self.build(kind);
+                    holds || listed
+                }
+            }
+            // Dotted decimal is its own canonical key, as an address (the
+            // parser takes no leading zeros) and as a login alike.
+            Kind::Client(c) if is_dotted(c) => {
+                self.has_length(c.len()) && {
+                    self.key.clear();
+                    self.key.extend_from_slice(c);
+                    self.is_listed()
+                }
+            }
+            // An address is written in many ways: parsed, it is wanted as
+            // one of the wanted addresses, and only then written out.
+            Kind::Client(c) if addresses && is_address_like(c) => match parse_ip(c) {
+                Some(ip) => self.wants_address(ip) && self.build(kind),
+                None => self.has_length(c.len()) && self.build(kind),
+            },
+            // Logins and domains keep their length in canonical form. So do
+            // address spellings when no address is wanted, unless they parse
+            // as one: then no wanted key is theirs at any length, since a
+            // user's name never parses as an address (`Client::from_login`).
+            Kind::Default | Kind::Client(_) | Kind::DomainUsers(_) | Kind::Domain(_) => {
+                self.has_length(written_length(kind)) && self.build(kind)
+            }
+        }
+    }
+
+    /// Whether some wanted key is `len` bytes long.
+    fn has_length(&self, len: usize) -> bool {
+        self.by_length.get(len).is_some_and(|keys| !keys.is_empty())
+    }
+
+    /// Writes the line's canonical key and says whether it is wanted.
+    fn build(&mut self, kind: Kind<'_>) -> bool {
+        write_key(kind, &self.atchars, &mut self.key);
+        self.is_listed()
+    }
+
+    /// Whether the key buffer holds a wanted key: compared in place with
+    /// the few wanted keys of its length (the plug-in's case), hashed only
+    /// where there are many (`status`).
+    fn is_listed(&self) -> bool {
+        const FEW: usize = 4;
+        match self.by_length.get(self.key.len()) {
+            None => false,
+            Some(keys) if keys.len() <= FEW => keys.contains(&self.key),
+            Some(_) => self.keys.contains(&self.key),
+        }
+    }
+
+    /// Whether `ip` (canonical, as `parse_ip` gives it) is a wanted address.
+    fn wants_address(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.v4.binary_search(&u32::from(a)).is_ok(),
+            IpAddr::V6(a) => self.v6.binary_search(&u128::from(a)).is_ok(),
         }
     }
 
@@ -377,6 +400,91 @@ impl Scan {
                 let host = u128::MAX.checked_shr(u32::from(net.len)).unwrap_or(0);
                 any(&self.v6, low, low | host)
             }
+        }
+    }
+}
+
+/// Digits and dots only: a key that is the same in canonical form.
+fn is_dotted(key: &[u8]) -> bool {
+    key.iter().all(|b| b.is_ascii_digit() || *b == b'.')
+}
+
+/// Written with the bytes of an address only, which `parse_ip` may take.
+fn is_address_like(key: &[u8]) -> bool {
+    key.iter()
+        .all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
+}
+
+/// How long the canonical key of a login, a domain or the default is: as
+/// long as written (`login_into` and lower-casing keep the length), its
+/// prefix included.
+fn written_length(kind: Kind<'_>) -> usize {
+    match kind {
+        Kind::Client(c) => c.len(),
+        Kind::DomainUsers(d) => d.len() + 2,
+        Kind::Domain(d) => d.len() + 1,
+        Kind::Default | Kind::Range { .. } | Kind::RangeAggregate { .. } => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines handed over in place and lines that span two blocks, too long
+    /// ones among them, read as splitting the whole file at its newlines.
+    #[test]
+    fn lines_across_blocks_read_as_the_file_split_at_newlines() {
+        let path = std::env::temp_dir().join(format!("overlimit-lines-{}", std::process::id()));
+        let lengths = [
+            0,
+            1,
+            25,
+            MAX_LINE,
+            MAX_LINE + 1,
+            70_000,
+            3,
+            64 * 1024 - 30,
+            40,
+        ];
+        let mut seed = 7u32;
+        for ends_in_newline in [true, false] {
+            let mut text = Vec::new();
+            for round in 0..40 {
+                let len = lengths[(round * 5 + seed as usize) % lengths.len()];
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                text.extend((0..len).map(|i| b'a' + ((i + round) % 26) as u8));
+                text.push(b'\n');
+            }
+            if !ends_in_newline {
+                text.extend_from_slice(b"last");
+            }
+            std::fs::write(&path, &text).unwrap();
+            let mut read = Vec::new();
+            let done = for_each_line(File::open(&path).unwrap(), |n, line| {
+                read.push((n, line.map(<[u8]>::to_vec).map_err(|TooLong| ())));
+            });
+            std::fs::remove_file(&path).unwrap();
+            done.unwrap();
+            let mut parts: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+            if ends_in_newline {
+                parts.pop();
+            }
+            let want: Vec<_> = (1..)
+                .zip(parts)
+                .map(|(n, p)| {
+                    (
+                        n,
+                        if p.len() > MAX_LINE {
+                            Err(())
+                        } else {
+                            Ok(p.to_vec())
+                        },
+                    )
+                })
+                .collect();
+            assert_eq!(read.len(), want.len());
+            assert!(read == want, "lines differ");
         }
     }
 }

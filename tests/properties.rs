@@ -567,3 +567,240 @@ proptest! {
         }
     }
 }
+
+// ---- The scan's shortcuts keep what the classifier's keys say ------------------
+
+/// Keys that the scan's shortcuts must read as the classifier does: dotted
+/// text that is and is not an address, addresses written long, short, in
+/// upper case and IPv4-mapped, ranges around the clients' addresses, and a
+/// login spelled as a range aggregate.
+const SPELLINGS: &[&str] = &[
+    "010.1.2.3",
+    "10.01.2.3",
+    "10.1.2.3.4",
+    "10.1.2",
+    "1234",
+    "10.1.2.3/32",
+    "0.0.0.0/0",
+    "::/0",
+    "@::/0",
+    "::ffff:10.1.2.0/120",
+    "2001:0db8:0:0::1",
+    "2001:DB8::0:1",
+    "::FFFF:10.1.2.3",
+    "0:0:0:0:0:ffff:a01:203",
+    "dead:beef",
+    "DEAD",
+    "192.0.2.1",
+    "@10.1.0.0/16",
+    "A/B@x.example",
+];
+
+/// Clients whose keys have something a shortcut looks at: a `/`, an `@`
+/// in front, hex digits only.
+const ODD_CLIENTS: &[&str] = &["@10.1.0.0/16", "a/b@x.example", "dead", "1234", "10.1.2"];
+
+/// Aggregates asked about by label, as `status` and the sweep ask.
+const AGGREGATES: &[&str] = &["@x.example", "@y.example", "@10.1.0.0/16", "@2001:db8::/64"];
+
+/// A line as the scan may meet it: any line, a spelling above, either with
+/// white space and a comment around it.
+fn scanned_line() -> impl Strategy<Value = Vec<u8>> {
+    let line = prop_oneof![
+        3 => any_line(),
+        2 => (prop::sample::select(SPELLINGS), limits())
+            .prop_map(|(k, l)| format!("{k}:{l}").into_bytes()),
+    ];
+    (line, any::<bool>(), any::<bool>()).prop_map(|(line, spaced, comment)| {
+        let mut out = Vec::new();
+        if spaced {
+            out.push(b' ');
+            for b in line {
+                out.push(b);
+                if b == b':' {
+                    out.push(b'\t');
+                }
+            }
+        } else {
+            out = line;
+        }
+        if comment {
+            out.extend_from_slice(b" # note: 10.1.2.3");
+        }
+        out
+    })
+}
+
+/// Wanted counters: clients of both kinds and aggregates by label.
+fn wanted() -> impl Strategy<Value = Vec<overlimit::counted::Counted>> {
+    use overlimit::client::Client;
+    use overlimit::counted::Counted;
+    let names: Vec<&str> = CLIENTS.iter().chain(ODD_CLIENTS).copied().collect();
+    (
+        prop::sample::subsequence(names, 0..5),
+        prop::sample::subsequence(AGGREGATES.to_vec(), 0..2),
+    )
+        .prop_map(|(clients, aggregates)| {
+            let clients = clients
+                .into_iter()
+                .map(|c| Counted::Client(Client::from_name(c.as_bytes()).unwrap()));
+            let aggregates = aggregates
+                .into_iter()
+                .map(|a| Counted::from_label(a.as_bytes()).unwrap());
+            clients.chain(aggregates).collect()
+        })
+}
+
+/// What one pass over `text` must keep for `wanted`, found the long way:
+/// each line classified and its canonical key built, kept when the key is
+/// a wanted counter's or a range holds a wanted address. Returns the kept
+/// keys with their line and limits, the prefix lengths kept (index
+/// `2 * v6 + aggregate`) and the numbers of the bad lines, in order.
+#[allow(clippy::type_complexity)]
+fn kept_the_long_way(
+    text: &[u8],
+    wanted: &[overlimit::counted::Counted],
+) -> (
+    std::collections::HashMap<Vec<u8>, (usize, Limits)>,
+    [std::collections::BTreeSet<u8>; 4],
+    Vec<usize>,
+) {
+    use overlimit::client::{Client, DEFAULT_ATCHARS};
+    use overlimit::control::{classify, split};
+    use overlimit::counted::Counted;
+    let mut keys = std::collections::HashSet::from([Vec::new()]);
+    let mut addresses = Vec::new();
+    for counted in wanted {
+        keys.insert(counted.label());
+        match counted {
+            Counted::Client(c @ Client::User(_)) => {
+                if let Some(d) = c.domain() {
+                    keys.insert([b"*@", d].concat());
+                    keys.insert([b"@", d].concat());
+                }
+            }
+            Counted::Client(Client::Ip(ip)) => addresses.push(*ip),
+            Counted::Domain(_) | Counted::Range(_) => {}
+        }
+    }
+    let mut kept = std::collections::HashMap::new();
+    let mut lengths: [std::collections::BTreeSet<u8>; 4] = Default::default();
+    let mut bad = Vec::new();
+    let mut buf = Vec::new();
+    for (number, raw) in (1..).zip(text.split(|&b| b == b'\n')) {
+        if !clean(raw, &mut buf) {
+            continue;
+        }
+        let Ok((left, right)) = split(&buf) else {
+            bad.push(number);
+            continue;
+        };
+        let Ok(kind) = classify(left) else {
+            bad.push(number);
+            continue;
+        };
+        let key = Key::from_kind(kind, DEFAULT_ATCHARS);
+        let range = match key {
+            Key::Range(net) => Some((net, 0)),
+            Key::RangeAggregate(net) => Some((net, 1)),
+            _ => None,
+        };
+        let holds = range.is_some_and(|(net, _)| addresses.iter().any(|&a| net.contains(a)));
+        if !keys.contains(&key.to_bytes()) && !holds {
+            continue;
+        }
+        match Limits::parse(right) {
+            Ok(limits) => {
+                if let Some((net, aggregate)) = range {
+                    lengths[2 * usize::from(net.addr.is_ipv6()) + aggregate].insert(net.len);
+                }
+                kept.insert(key.to_bytes(), (number, limits));
+            }
+            Err(_) => bad.push(number),
+        }
+    }
+    (kept, lengths, bad)
+}
+
+proptest! {
+    /// The scan skips most lines without building their keys (by length,
+    /// by the addresses wanted, by a `/` in a wanted key) and hands lines
+    /// over uncopied: for any file and any counters asked about, it keeps
+    /// exactly the lines the classifier's canonical keys say concern them,
+    /// and notes exactly the bad lines it noted when it built every key.
+    #[test]
+    fn the_scan_keeps_what_the_classifier_keeps(
+        lines in prop::collection::vec(scanned_line(), 0..24),
+        wanted in wanted(),
+    ) {
+        use overlimit::lookup::{open, MAX_NOTES};
+        use overlimit::rules::Lines;
+        let dir = scratch("shortcuts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let control = dir.join("relaylimits");
+        let text: Vec<u8> = lines.iter().flat_map(|l| [&l[..], b"\n"].concat()).collect();
+        std::fs::write(&control, &text).unwrap();
+        let (want, lengths, bad) = kept_the_long_way(&text, &wanted);
+        let mut notes = Vec::new();
+        let source = open(&control, &wanted, &mut notes).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let shown = String::from_utf8_lossy(&text);
+        // Every key a line of the file or a wanted counter has, asked.
+        let mut asked: Vec<Vec<u8>> = wanted.iter().map(|c| c.label()).collect();
+        let mut buf = Vec::new();
+        for raw in text.split(|&b| b == b'\n') {
+            if clean(raw, &mut buf) {
+                if let Ok((key, _)) = overlimit::control::split(&buf) {
+                    asked.extend(Key::parse(key).ok().map(|(k, _)| k.to_bytes()));
+                }
+            }
+        }
+        asked.extend(want.keys().cloned());
+        for key in &asked {
+            prop_assert_eq!(
+                source.rule(key).unwrap(),
+                want.get(key).cloned(),
+                "key {:?} for {:?} in\n{}", String::from_utf8_lossy(key), wanted, shown
+            );
+        }
+        for (i, lens) in lengths.iter().enumerate() {
+            let got: std::collections::BTreeSet<u8> =
+                source.lengths(i >= 2, i % 2 == 1).unwrap().into_iter().collect();
+            prop_assert_eq!(&got, lens, "lengths {} in\n{}", i, shown);
+        }
+        let noted: Vec<usize> = notes
+            .iter()
+            .filter_map(|n| n.strip_prefix("line "))
+            .map(|n| n.split([':', ' ']).next().unwrap().parse().unwrap())
+            .collect();
+        prop_assert_eq!(&noted[..], &bad[..bad.len().min(MAX_NOTES)], "notes {:?} in\n{}", notes, shown);
+        prop_assert_eq!(notes.len() > noted.len(), bad.len() > MAX_NOTES, "{:?}", notes);
+    }
+
+    /// Digits and dots are their own canonical key, an address or not: the
+    /// standard parser takes dotted decimal only as it prints it (no
+    /// leading zeros, four parts), which the scan relies on to pass such
+    /// lines over without parsing them.
+    #[test]
+    fn dotted_keys_are_their_own_canonical_key(
+        key in prop_oneof![
+            "[0-9.]{1,16}",
+            (0u16..300, 0u16..300, 0u16..300, 0u16..300, 0usize..3).prop_map(|(a, b, c, d, zeros)| {
+                format!("{}{a}.{b}.{c}.{d}", "0".repeat(zeros))
+            }),
+        ],
+    ) {
+        let (parsed, _) = Key::parse(key.as_bytes()).unwrap();
+        prop_assert_eq!(parsed.to_bytes(), key.as_bytes());
+    }
+
+    /// A line cleaned in place is the line `clean` copies.
+    #[test]
+    fn cleaned_in_place_is_cleaned_by_copy(raw in prop::collection::vec(line_byte(), 0..60)) {
+        let (mut copied, mut spare) = (Vec::new(), Vec::new());
+        let kept = clean(&raw, &mut copied);
+        let in_place = overlimit::control::cleaned(&raw, &mut spare);
+        prop_assert_eq!(in_place, &copied[..]);
+        prop_assert_eq!(kept, !in_place.is_empty());
+    }
+}
