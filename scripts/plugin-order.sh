@@ -1,6 +1,6 @@
 #!/bin/sh
-# Remakes build/plugin-order.ld, the order of the plug-in's start-up code in
-# the text, and prints it on stdout:
+# Remakes build/plugin-order.ld, the order of the plug-in's start-up code
+# and constants, and prints it on stdout:
 #
 #   sh scripts/plugin-order.sh >build/plugin-order.ld.new &&
 #     mv build/plugin-order.ld.new build/plugin-order.ld
@@ -11,7 +11,8 @@
 # client near the end of a 10-line control file, counters in files. Each
 # instruction address is noted once, in the order first run, and mapped to
 # the input section holding it; each section becomes one line of the linker
-# script, in that order. Needs gcc and python3. Rust symbol hashes, crate
+# script, in that order; likewise each constant read, under valgrind,
+# for .rodata. Needs gcc, python3 and valgrind. Rust symbol hashes, crate
 # disambiguators and LLVM's numbers for local copies become wildcards, so
 # the lines survive a rebuild; a line that no longer matches is skipped by
 # the linker.
@@ -90,36 +91,51 @@ call "$plugin" || code=$?
 call "$TMP/trace" "$plugin" >"$TMP/addresses" ||
   { echo "plugin-order.sh: the traced call did not exit 112" >&2; exit 1; }
 
+# The constant data a call reads, in the order first read: valgrind's
+# lackey prints every load. (It emulates a CPU of its own, so the code it
+# runs is not quite the real one's: the code comes from the tracer above.)
+code=0
+call valgrind -q --tool=lackey --trace-mem=yes --log-file="$TMP/lackey" "$plugin" || code=$?
+[ "$code" = 112 ] || { echo "plugin-order.sh: the call under valgrind exited $code, not 112" >&2; exit 1; }
+sed -n 's/^ [LM] \([0-9a-f]*\),.*/\1/p' "$TMP/lackey" >"$TMP/loads"
+
 # The header stays the one build/plugin-order.ld has: what and why.
 sed '/^SECTIONS {$/,$d' build/plugin-order.ld
-python3 - "$TMP/map" "$TMP/addresses" <<'EOF'
+python3 - "$TMP/map" "$TMP/addresses" "$TMP/loads" <<'EOF'
 import bisect, re, sys
 
 # lld's map: "VMA LMA SIZE ALIGN" then the output section (indent 1), an
-# input section (indent 9, "FILE:(SECTION)") or a symbol (indent 17).
-sections, in_text = [], False
+# input section (indent 9, "FILE:(SECTION)") or a symbol (indent 17). Only
+# the input sections of the text and of .rodata are wanted.
+GROUPS = {".text": "text", ".text.hot": "text", ".iplt": "text",
+          ".rodata": "rodata", ".rodata.hot": "rodata"}
+sections, group = [], None
 for line in open(sys.argv[1]):
     m = re.match(r"\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+( +)(\S.*)$", line.rstrip())
     if not m:
         continue
     start, size, indent, what = int(m[1], 16), int(m[2], 16), len(m[3]), m[4]
     if indent == 1:
-        in_text = what in (".text", ".text.hot", ".iplt")
-    elif indent < 17 and in_text:
+        group = GROUPS.get(what)
+    elif indent < 17 and group:
         f = re.match(r"(.*):\((\S+)\)$", what)
         if f:
-            sections.append((start, size, f[1], f[2]))
+            sections.append((start, size, f[1], f[2], group))
 sections.sort()
 starts = [s[0] for s in sections]
 
 
 def pattern(path, name):
-    if path == "<internal>":  # made by the linker: .iplt
-        return "*(%s)" % name
+    """The input section as a linker script names it, or None where its
+    name is not stable from one build to the next."""
+    if path == "<internal>":  # made by the linker: .iplt, merged strings
+        return "*(%s)" % name if name == ".iplt" else None
     if path.endswith(".rcgu.o"):
+        if name.startswith(".rodata..L"):  # an anonymous constant
+            return None
         name = re.sub(r"17h[0-9a-f]{16}E$", "*", name)  # a legacy hash
         name = re.sub(r"\.\d+$", "*", name)  # LLVM's number for a local copy
-        if name.startswith(".text._R"):  # v0: disambiguators, back-references
+        if re.match(r"\.(text|rodata)\._R", name):  # v0: disambiguators, back-references
             name = re.sub(r"Cs[0-9A-Za-z]*_", "Cs*_", name)
             name = re.sub(r"B[0-9A-Za-z]*_", "B*_", name)
         return "*(%s)" % re.sub(r"\*+", "*", name)
@@ -129,16 +145,22 @@ def pattern(path, name):
     return "*/%s(%s)" % (path.rsplit("/", 1)[-1], name)
 
 
-lines = []
-for address in open(sys.argv[2]):
-    ip = int(address, 16)
-    i = bisect.bisect_right(starts, ip) - 1
-    if i >= 0 and ip < sections[i][0] + sections[i][1]:
-        p = pattern(sections[i][2], sections[i][3])
-        if p not in lines:
-            lines.append(p)
-print("SECTIONS {\n  .text.hot : {")
-for p in lines:
-    print("    " + p)
-print("  }\n} INSERT BEFORE .text;")
+def first_used(addresses, wanted):
+    """The `wanted` group's sections holding `addresses`, in their order."""
+    lines = []
+    for address in open(addresses):
+        a = int(address, 16)
+        i = bisect.bisect_right(starts, a) - 1
+        if i >= 0 and a < sections[i][0] + sections[i][1] and sections[i][4] == wanted:
+            p = pattern(sections[i][2], sections[i][3])
+            if p and p not in lines:
+                lines.append(p)
+    return lines
+
+
+for wanted, addresses in (("text", sys.argv[2]), ("rodata", sys.argv[3])):
+    print("SECTIONS {\n  .%s.hot : {" % wanted)
+    for p in first_used(addresses, wanted):
+        print("    " + p)
+    print("  }\n} INSERT BEFORE .%s;" % wanted)
 EOF
