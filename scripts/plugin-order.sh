@@ -26,9 +26,9 @@ CARGO_PROFILE_RELEASE_STRIP=false CARGO_TARGET_DIR=$TMP/target \
   cargo rustc --release --locked --quiet --bin rcptcheck-overlimit -- \
   -C "link-arg=-Wl,-Map=$TMP/map"
 
-# The tracer: runs the program under ptrace, one instruction at a time, and
+# The tracer: runs the program under ptrace, one instruction at a time,
 # prints each 16-byte block of the program's own addresses the first time
-# it is run.
+# it is run, and exits as the program did.
 cat >"$TMP/trace.c" <<'EOF'
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,15 +51,21 @@ int main(int argc, char **argv) {
   waitpid(child, &status, 0);
   while (!WIFEXITED(status) && !WIFSIGNALED(status)) {
     struct user_regs_struct regs;
-    if (ptrace(PTRACE_GETREGS, child, 0, &regs) != 0) return 1;
+    if (ptrace(PTRACE_GETREGS, child, 0, &regs) != 0) {
+      perror("trace: PTRACE_GETREGS");
+      return 1;
+    }
     if (regs.rip < LIMIT && !seen[regs.rip >> 4]) {
       seen[regs.rip >> 4] = 1;
       printf("%llx\n", regs.rip);
     }
-    if (ptrace(PTRACE_SINGLESTEP, child, 0, 0) != 0) return 1;
+    if (ptrace(PTRACE_SINGLESTEP, child, 0, 0) != 0) {
+      perror("trace: PTRACE_SINGLESTEP");
+      return 1;
+    }
     waitpid(child, &status, 0);
   }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 112 ? 0 : 1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
 EOF
 gcc -O2 -o "$TMP/trace" "$TMP/trace.c"
@@ -77,26 +83,29 @@ web2@domain2.example: 50/5m, 100/30m, 200/1h
 @domain8.example:5000/1d
 bench@bench.example:1000000000,1000000000/1h
 EOF
-# The second call is traced: the first creates the client's counter file,
-# which a session's later calls find.
+# A call as qmail-smtpd makes it, run by "$@" (the plug-in, or a tracer
+# running it); one that does not count the recipient and exit 112 stops
+# the script, as its trace would be of the wrong path.
 call() {
+  what=$1
+  shift
+  code=0
   env -i RELAYCLIENT= SMTPAUTHUSER=bench@bench.example TCPREMOTEIP=192.0.2.10 \
     RECIPIENT=someone@remote.example RELAYLIMITS="$TMP/relaylimits" \
-    OVERLIMITDIR="$TMP/overlimit" "$@"
+    OVERLIMITDIR="$TMP/overlimit" "$@" || code=$?
+  [ "$code" = 112 ] || { echo "plugin-order.sh: $what exited $code, not 112" >&2; exit 1; }
 }
 plugin=$TMP/target/release/rcptcheck-overlimit
-code=0
-call "$plugin" || code=$?
-[ "$code" = 112 ] || { echo "plugin-order.sh: the first call exited $code, not 112" >&2; exit 1; }
-call "$TMP/trace" "$plugin" >"$TMP/addresses" ||
-  { echo "plugin-order.sh: the traced call did not exit 112" >&2; exit 1; }
+# The first call creates the client's counter file, which a session's later
+# calls find: the second is traced.
+call "the first call" "$plugin"
+call "the traced call" "$TMP/trace" "$plugin" >"$TMP/addresses"
 
 # The constant data a call reads, in the order first read: valgrind's
 # lackey prints every load. (It emulates a CPU of its own, so the code it
 # runs is not quite the real one's: the code comes from the tracer above.)
-code=0
-call valgrind -q --tool=lackey --trace-mem=yes --log-file="$TMP/lackey" "$plugin" || code=$?
-[ "$code" = 112 ] || { echo "plugin-order.sh: the call under valgrind exited $code, not 112" >&2; exit 1; }
+call "the call under valgrind" valgrind -q --tool=lackey --trace-mem=yes \
+  --log-file="$TMP/lackey" "$plugin"
 sed -n 's/^ [LM] \([0-9a-f]*\),.*/\1/p' "$TMP/lackey" >"$TMP/loads"
 
 # The header stays the one build/plugin-order.ld has: what and why.
