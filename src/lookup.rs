@@ -50,11 +50,11 @@ pub fn open(
     if let Some(db) = compiled::open(control, notes)? {
         return Ok(Source::Compiled(db));
     }
-    let Some(file) = open_text(control)? else {
+    let Some(text) = open_text(control)? else {
         return Ok(Source::Text(Kept::default()));
     };
     let mut scan = Scan::new(wanted);
-    for_each_line(file, |number, line| match line {
+    for_each_line(text, |number, line| match line {
         Ok(line) => scan.line(number, line, notes),
         Err(TooLong) => scan.note(notes, || {
             format!("line {number}: longer than {MAX_LINE} bytes; skipped")
@@ -112,7 +112,7 @@ impl Lines for Kept {
 
 /// Opens the text without hanging on a FIFO and refuses anything but a file;
 /// `Ok(None)` when it does not exist.
-pub fn open_text(control: &Path) -> Result<Option<File>, Internal> {
+pub fn open_text(control: &Path) -> Result<Option<Text>, Internal> {
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -129,7 +129,16 @@ pub fn open_text(control: &Path) -> Result<Option<File>, Internal> {
             why: "not a regular file".into(),
         });
     }
-    Ok(Some(file))
+    Ok(Some(Text {
+        file,
+        size: m.len(),
+    }))
+}
+
+/// An open control file and its size when opened.
+pub struct Text {
+    pub file: File,
+    pub size: u64,
 }
 
 /// A line over `MAX_LINE` bytes.
@@ -139,11 +148,14 @@ pub struct TooLong;
 /// in 64 KiB blocks so that memory stays flat for any file. A line is handed
 /// over where it lies in the block; only one that spans two blocks is
 /// copied, since the plug-in's scan reads every line of the file.
-pub fn for_each_line<F>(file: File, mut f: F) -> io::Result<()>
+pub fn for_each_line<F>(text: Text, mut f: F) -> io::Result<()>
 where
     F: FnMut(usize, Result<&[u8], TooLong>),
 {
-    let mut r = BufReader::with_capacity(64 * 1024, file);
+    // No bigger than the file: a 10-line file then costs the plug-in no
+    // fresh heap page (measured: one page fault a call, about 1%).
+    let block = text.size.saturating_add(1).min(64 * 1024) as usize;
+    let mut r = BufReader::with_capacity(block, text.file);
     // The start of a line the last block ended in, and whether it is
     // already too long to keep.
     let mut line = Vec::new();
@@ -461,7 +473,7 @@ mod tests {
             }
             std::fs::write(&path, &text).unwrap();
             let mut read = Vec::new();
-            let done = for_each_line(File::open(&path).unwrap(), |n, line| {
+            let done = for_each_line(open_text(&path).unwrap().unwrap(), |n, line| {
                 read.push((n, line.map(<[u8]>::to_vec).map_err(|TooLong| ())));
             });
             std::fs::remove_file(&path).unwrap();

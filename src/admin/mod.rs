@@ -78,10 +78,13 @@ pub struct Parsed {
 
 /// Reads the whole control file. `Ok(None)`: it does not exist.
 pub fn parse_file(control: &Path) -> Result<Option<Parsed>, Internal> {
-    let Some(file) = open_text(control)? else {
+    let Some(text) = open_text(control)? else {
         return Ok(None);
     };
-    let meta = file.metadata().map_err(|e| fail("fstat", control, e))?;
+    let meta = text
+        .file
+        .metadata()
+        .map_err(|e| fail("fstat", control, e))?;
     let mut parsed = Parsed {
         meta,
         entries: Vec::new(),
@@ -89,7 +92,7 @@ pub fn parse_file(control: &Path) -> Result<Option<Parsed>, Internal> {
     };
     let atchars = crate::client::atchars();
     let mut buf = Vec::new();
-    for_each_line(file, |number, line| match line {
+    for_each_line(text, |number, line| match line {
         Err(TooLong) => parsed
             .errors
             .push((number, format!("longer than {MAX_LINE} bytes"))),

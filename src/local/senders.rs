@@ -26,12 +26,12 @@ pub struct Senders {
 /// The lines of `path` for `login` (compared exactly: login names are case
 /// sensitive). A missing file lists nothing; `notes` gets the bad lines.
 pub fn for_login(path: &Path, login: &[u8], notes: &mut Vec<String>) -> Result<Senders, Internal> {
-    let Some(file) = open_text(path)? else {
+    let Some(text) = open_text(path)? else {
         return Ok(Senders::default());
     };
     let mut found = Senders::default();
     let mut buf = Vec::new();
-    for_each_line(file, |number, line| match line {
+    for_each_line(text, |number, line| match line {
         Err(TooLong) => notes.push(format!("line {number}: too long; skipped")),
         Ok(line) => {
             if clean(line, &mut buf) {
