@@ -8,6 +8,7 @@
 use crate::admit::{self, Admission, Target};
 use crate::backend::Store;
 use crate::client::Client;
+use crate::config::Config;
 use crate::error::Internal;
 use crate::journal;
 use crate::rules::Resolved;
@@ -27,6 +28,22 @@ pub struct Asked<'a> {
     pub deadline: Instant,
     /// Over the limit is counted and reported, never refused.
     pub monitor: bool,
+}
+
+impl<'a> Asked<'a> {
+    /// One recipient of `client`, as `config` (the plug-in's environment,
+    /// the policy service's) says where the lines and counters are.
+    pub fn one(config: &'a Config, client: &'a Client, now: Time, deadline: Instant) -> Self {
+        Asked {
+            client,
+            control: &config.control,
+            dir: &config.dir,
+            n: 1,
+            now,
+            deadline,
+            monitor: config.monitor,
+        }
+    }
 }
 
 /// The answer, and the counters it raised (what a refund gives back).

@@ -166,15 +166,7 @@ fn run(started: Instant) -> i32 {
 fn check(config: &Config, started: Instant) -> Result<i32, Internal> {
     let client = client().ok_or(Internal::NoClient)?;
     let now = Time::now();
-    let asked = Asked {
-        client: &client,
-        control: &config.control,
-        dir: &config.dir,
-        n: 1,
-        now,
-        deadline: started + LOCK_WAIT,
-        monitor: config.monitor,
-    };
+    let asked = Asked::one(config, &client, now, started + LOCK_WAIT);
     let result = decision::decide(
         &asked,
         |notes| lookup::resolve(&config.control, &client, notes),

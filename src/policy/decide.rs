@@ -112,15 +112,7 @@ fn count(settings: &Settings, request: &Request, started: Instant) -> Result<Str
         Internal::other("no client: the request has neither sasl_username nor client_address")
     })?;
     let now = crate::time::Time::now();
-    let asked = Asked {
-        client: &client,
-        control: &config.control,
-        dir: &config.dir,
-        n: 1,
-        now,
-        deadline: started + LOCK_WAIT,
-        monitor: config.monitor,
-    };
+    let asked = Asked::one(config, &client, now, started + LOCK_WAIT);
     let turn = turns.take(&client.name());
     let result = stores
         .with(|store| {
