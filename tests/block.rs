@@ -147,3 +147,46 @@ fn bad_block_commands_get_a_clear_answer_and_change_nothing() {
     assert!(s.counter_files().is_empty(), "{:?}", s.counter_files());
     assert_eq!(s.user("a@example.com").code(), GO_ON);
 }
+
+#[test]
+fn a_client_refused_by_a_blocked_shared_counter_says_so_in_status() {
+    let s = Sandbox::with_limits("@example.com:5000/1d\n");
+    assert_eq!(s.user("web1@example.com").code(), GO_ON);
+    admin_ok(&s, &["block", "--reason", "hacked", "@example.com"]);
+    assert_eq!(s.user("web1@example.com").code(), OVER);
+
+    // The whole list and the client named alone: the client's row says
+    // who refuses it, not "ok".
+    for table in [
+        admin_ok(&s, &["status"]),
+        admin_ok(&s, &["status", "web1@example.com"]),
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("web1@example.com"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(
+            row.ends_with("refused by @example.com (BLOCKED until unblocked: hacked)"),
+            "{table}"
+        );
+    }
+    let json = s.status_json("web1@example.com");
+    assert!(
+        json.contains(
+            "\"blocked\":null,\"blocked_by\":[{\"counter\":\"@example.com\",\"until\":null,\"reason\":\"hacked\"}]"
+        ),
+        "{json}"
+    );
+
+    admin_ok(&s, &["unblock", "@example.com"]);
+    assert!(s
+        .status_json("web1@example.com")
+        .contains("\"blocked_by\":[]"));
+    let table = admin_ok(&s, &["status"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web1@example.com") && l.ends_with(" ok")),
+        "{table}"
+    );
+}

@@ -41,6 +41,9 @@ struct Row {
     shared: Vec<Vec<u8>>,
     /// Every limit without room among the counters that apply to it.
     refused_by: Vec<Full>,
+    /// For a client: the shared counters that apply to it and are blocked
+    /// (its own block is its counter's).
+    blocked_by: Vec<(Vec<u8>, Block)>,
 }
 
 pub fn run(control: &Path, store: &mut Store, args: &[OsString]) -> i32 {
@@ -164,6 +167,13 @@ fn rows(
         }
         let refused_by: Vec<Full> = states.iter().flat_map(|s| s.3.clone()).collect();
         let shared: Vec<Vec<u8>> = states[1..].iter().map(|s| s.0.label()).collect();
+        let blocked_by: Vec<(Vec<u8>, Block)> = states[1..]
+            .iter()
+            .filter_map(|s| {
+                let block = s.2.block.as_ref().filter(|b| b.holds(now.secs()))?;
+                Some((s.0.label(), block.clone()))
+            })
+            .collect();
         let asked = named.get(&i);
         let is_named = asked.is_some();
         if let (Some(asked), true) = (asked, states.iter().all(|s| !s.4)) {
@@ -185,6 +195,11 @@ fn rows(
             };
             rows.push(Row {
                 shared: if n == 0 { shared.clone() } else { Vec::new() },
+                blocked_by: if n == 0 {
+                    blocked_by.clone()
+                } else {
+                    Vec::new()
+                },
                 counted,
                 limits,
                 counter,
@@ -197,11 +212,12 @@ fn rows(
 }
 
 /// `OVER 2/1h room in 12m` for the row's own limits, and `refused by
-/// @shop.example (4 until reset)` for each shared counter without room.
+/// @shop.example (4 until reset)` for each shared counter without room or
+/// `refused by @shop.example (BLOCKED ...)` for each one blocked.
 fn state(r: &Row, now: crate::time::Time) -> String {
-    let block =
-        holding(r, now).map(|b| format!("BLOCKED {}: {}", crate::refusal::until(b), b.reason));
-    if r.refused_by.is_empty() && block.is_none() {
+    let blocked = |b: &Block| format!("BLOCKED {}: {}", crate::refusal::until(b), b.reason);
+    let block = holding(r, now).map(blocked);
+    if r.refused_by.is_empty() && block.is_none() && r.blocked_by.is_empty() {
         return "ok".into();
     }
     let when = |f: &Full| format!("{} {}", f.item, crate::refusal::room(now, f.room_at));
@@ -210,6 +226,9 @@ fn state(r: &Row, now: crate::time::Time) -> String {
     if !r.full.is_empty() {
         let own: Vec<String> = r.full.iter().map(when).collect();
         parts.push(format!("OVER {}", own.join(", ")));
+    }
+    for (shared, b) in &r.blocked_by {
+        parts.push(format!("refused by {} ({})", shown(shared), blocked(b)));
     }
     for f in r.refused_by.iter().filter(|f| f.label != label) {
         parts.push(format!("refused by {} ({})", shown(&f.label), when(f)));
@@ -224,16 +243,19 @@ fn holding(r: &Row, now: crate::time::Time) -> Option<&Block> {
 
 /// `null`, or `{"until":SECONDS or null,"reason":TEXT}`.
 fn block_json(r: &Row, now: crate::time::Time) -> String {
-    holding(r, now).map_or("null".into(), |b| {
-        let until = match b.until {
-            0 => "null".to_string(),
-            t => t.to_string(),
-        };
-        format!(
-            "{{\"until\":{until},\"reason\":{}}}",
-            json_string(&b.reason)
-        )
-    })
+    holding(r, now).map_or("null".into(), |b| block_fields(b, ""))
+}
+
+/// `{` the block's `until` and `reason` `}`, after the fields in `lead`.
+fn block_fields(b: &Block, lead: &str) -> String {
+    let until = match b.until {
+        0 => "null".to_string(),
+        t => t.to_string(),
+    };
+    format!(
+        "{{{lead}\"until\":{until},\"reason\":{}}}",
+        json_string(&b.reason)
+    )
 }
 
 fn windows(c: &Counter) -> Vec<(u32, u64)> {
@@ -307,8 +329,13 @@ fn print_json(rows: &[Row], now: crate::time::Time) {
                 })
                 .collect();
             let shared: Vec<String> = r.shared.iter().map(|s| json_string(&shown(s))).collect();
+            let blocked_by: Vec<String> = r
+                .blocked_by
+                .iter()
+                .map(|(c, b)| block_fields(b, &format!("\"counter\":{},", json_string(&shown(c)))))
+                .collect();
             format!(
-                "{{\"client\":{},\"kind\":\"{}\",\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"refused_by\":[{}],\"shared\":[{}],\"blocked\":{},\"now\":{}}}",
+                "{{\"client\":{},\"kind\":\"{}\",\"limits\":{},\"count\":{},\"windows\":[{}],\"refused\":{},\"last_refused\":{},\"over\":{},\"room_at\":{},\"refused_by\":[{}],\"shared\":[{}],\"blocked\":{},\"blocked_by\":[{}],\"now\":{}}}",
                 json_string(&shown(&r.counted.label())),
                 r.counted.kind(),
                 json_string(&r.limits.to_string()),
@@ -321,6 +348,7 @@ fn print_json(rows: &[Row], now: crate::time::Time) {
                 refused_by.join(","),
                 shared.join(","),
                 block_json(r, now),
+                blocked_by.join(","),
                 now.secs(),
             )
         })
