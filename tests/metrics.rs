@@ -5,6 +5,8 @@
 //! would bring the whole Prometheus server.
 
 mod common;
+#[path = "support/process.rs"]
+mod process;
 
 use common::*;
 use std::collections::BTreeMap;
@@ -36,26 +38,16 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         skip("no python3-prometheus-client (apt-get install python3-prometheus-client)");
         return None;
     }
-    let mut child = Command::new(PYTHON)
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
+    let mut parser = Command::new(PYTHON);
+    parser.args(["-c", script]);
+    let out = process::feed(parser, text.as_bytes());
+    assert_eq!(
+        out.code,
+        Some(0),
         "the Prometheus parser rejects the text:\n{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
-    let samples = String::from_utf8(out.stdout).unwrap();
+    let samples = out.stdout;
     Some(
         samples
             .lines()

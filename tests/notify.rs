@@ -3,6 +3,8 @@
 //! arguments and input; capped per hour in all; never holding up the plug-in.
 
 mod common;
+#[path = "support/process.rs"]
+mod process;
 
 use common::*;
 use std::path::{Path, PathBuf};
@@ -213,26 +215,14 @@ fn the_policy_service_mails_once_per_episode_too() {
                client_address=192.0.2.10\nsasl_username=bob@example.com\n\
                recipient=someone@remote.example\n\n";
     // spawn mode, as Postfix's spawn(8) runs it: requests on stdin.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_overlimit-policy"))
+    let mut policy = std::process::Command::new(env!("CARGO_BIN_EXE_overlimit-policy"));
+    policy
         .env_clear()
         .env("RELAYLIMITS", s.control())
         .env("OVERLIMITDIR", s.dir())
         .env("OVERLIMIT_NOTIFY", NOTIFY)
-        .env("OVERLIMIT_NOTIFY_SENDMAIL", &sendmail)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(one.repeat(3).as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let replies = String::from_utf8_lossy(&out.stdout).into_owned();
+        .env("OVERLIMIT_NOTIFY_SENDMAIL", &sendmail);
+    let replies = process::feed(policy, one.repeat(3).as_bytes()).stdout;
     assert_eq!(replies.matches("action=DUNNO").count(), 1, "{replies}");
     assert_eq!(replies.matches("action=450 4.7.1").count(), 2, "{replies}");
     let got = mails(&s, 1);

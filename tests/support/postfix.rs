@@ -259,23 +259,15 @@ cyrus_sasl_config_path = {r}/etc/sasl
         .unwrap();
         for user in logins {
             let (login, realm) = user.split_once('@').unwrap();
-            let mut child = Command::new("saslpasswd2")
+            let mut saslpasswd = Command::new("saslpasswd2");
+            saslpasswd
                 .env_clear()
                 .env("PATH", PATH)
                 .arg("-f")
                 .arg(self.config().join("sasldb2"))
-                .args(["-p", "-c", "-u", realm, login])
-                .stdin(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(PASSWORD.as_bytes())
-                .unwrap();
-            assert!(child.wait().unwrap().success(), "saslpasswd2 {user}");
+                .args(["-p", "-c", "-u", realm, login]);
+            let out = crate::process::feed(saslpasswd, PASSWORD.as_bytes());
+            assert_eq!(out.code, Some(0), "saslpasswd2 {user}: {out:?}");
         }
         std::fs::set_permissions(
             self.config().join("sasldb2"),
