@@ -169,10 +169,7 @@ fn rows(
         let shared: Vec<Vec<u8>> = states[1..].iter().map(|s| s.0.label()).collect();
         let blocked_by: Vec<(Vec<u8>, Block)> = states[1..]
             .iter()
-            .filter_map(|s| {
-                let block = s.2.block.as_ref().filter(|b| b.holds(now.secs()))?;
-                Some((s.0.label(), block.clone()))
-            })
+            .filter_map(|s| Some((s.0.label(), holding(&s.2, now)?.clone())))
             .collect();
         let asked = named.get(&i);
         let is_named = asked.is_some();
@@ -216,7 +213,7 @@ fn rows(
 /// `refused by @shop.example (BLOCKED ...)` for each one blocked.
 fn state(r: &Row, now: crate::time::Time) -> String {
     let blocked = |b: &Block| format!("BLOCKED {}: {}", crate::refusal::until(b), b.reason);
-    let block = holding(r, now).map(blocked);
+    let block = holding(&r.counter, now).map(blocked);
     if r.refused_by.is_empty() && block.is_none() && r.blocked_by.is_empty() {
         return "ok".into();
     }
@@ -236,14 +233,14 @@ fn state(r: &Row, now: crate::time::Time) -> String {
     parts.join("; ")
 }
 
-/// The row's own block, if it still holds.
-fn holding(r: &Row, now: crate::time::Time) -> Option<&Block> {
-    r.counter.block.as_ref().filter(|b| b.holds(now.secs()))
+/// The counter's block, if it still holds.
+fn holding(c: &Counter, now: crate::time::Time) -> Option<&Block> {
+    c.block.as_ref().filter(|b| b.holds(now.secs()))
 }
 
 /// `null`, or `{"until":SECONDS or null,"reason":TEXT}`.
 fn block_json(r: &Row, now: crate::time::Time) -> String {
-    holding(r, now).map_or("null".into(), |b| block_fields(b, ""))
+    holding(&r.counter, now).map_or("null".into(), |b| block_fields(b, ""))
 }
 
 /// `{` the block's `until` and `reason` `}`, after the fields in `lead`.
